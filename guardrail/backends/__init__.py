@@ -1,0 +1,1 @@
+"""Model backends: a local transformers model, and OpenAI-compatible HTTP APIs."""

