@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -64,6 +65,21 @@ def _say(message: str) -> None:
     print(f"[guardrail] {message}", file=sys.stderr, flush=True)
 
 
+def _export(model: Any, tokenizer: Any, export: Path, *, progress: bool) -> None:
+    """Write the de-quantized model atomically (a temporary folder renamed into place)."""
+    partial = export.with_name(f"{export.name}.tmp{os.getpid()}")
+    try:
+        model.save_pretrained(partial)
+        tokenizer.save_pretrained(partial)
+        if not export.exists():
+            partial.replace(export)
+    except OSError as err:
+        if progress:
+            _say(f"could not write the cache ({err}); loading from the GGUF each time")
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+
+
 def load_embedded_model(*, progress: bool = True) -> tuple[Any, Any]:
     """(model, tokenizer) of the embedded default model, in fp32 on the CPU, ready for ``generate``.
 
@@ -80,32 +96,19 @@ def load_embedded_model(*, progress: bool = True) -> tuple[Any, Any]:
         ) from None
     export = cache_dir() / EMBEDDED_MODEL_ID
     if (export / "model.safetensors").is_file() and (export / "tokenizer_config.json").is_file():
-        tokenizer = AutoTokenizer.from_pretrained(export)
-        model = AutoModelForCausalLM.from_pretrained(export, dtype=torch.float32)
-        model.eval()
-        return model, tokenizer
+        tokenizer: Any = AutoTokenizer.from_pretrained(export)
+        model: Any = AutoModelForCausalLM.from_pretrained(export, dtype=torch.float32)
+        return model.eval(), tokenizer
     gguf = embedded_gguf_path()
     if progress:
         _say(f"first run: converting the embedded model ({gguf.name}) to a fast-loading copy in {export} ...")
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
-    model.eval()
+    model = model.eval()
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
-    partial = export.with_name(export.name + f".tmp{os.getpid()}")
-    try:
-        model.save_pretrained(partial)
-        tokenizer.save_pretrained(partial)
-        partial.replace(export) if not export.exists() else None
-    except OSError as err:
-        if progress:
-            _say(f"could not write the cache ({err}); loading from the GGUF each time")
-    finally:
-        if partial.exists():
-            import shutil
-
-            shutil.rmtree(partial, ignore_errors=True)
+    _export(model, tokenizer, export, progress=progress)
     if progress:
         _say("done; later starts load in about a second")
     return model, tokenizer
