@@ -1,5 +1,5 @@
 # The two commands of the README: `make demo` (set up, then run the main job) and `make test`.
-.PHONY: setup demo test lint typecheck pytest docs
+.PHONY: setup setup-test demo test lint typecheck pytest docs
 
 VENV := .venv
 BIN := $(VENV)/bin
@@ -7,17 +7,20 @@ BIN := $(VENV)/bin
 setup:
 	@bash scripts/setup.sh
 
+setup-test:
+	@bash scripts/setup.sh --test
+
 demo: setup
 	$(BIN)/guardrail check
 
-lint: setup
+lint: setup-test
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-typecheck: setup
+typecheck: setup-test
 	$(BIN)/mypy
 
-pytest: setup
+pytest: setup-test
 	$(BIN)/python -m pytest -q
 
 test: lint typecheck pytest

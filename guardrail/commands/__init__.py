@@ -1,0 +1,1 @@
+"""The commands of the ``guardrail`` CLI, one module each."""

@@ -1,0 +1,132 @@
+"""``guardrail judge``: score JSON lines ``{"prompt": ..., "response": ...}`` against a policy.
+
+One JSON line out per line in: ``score``, ``violated``, ``rules`` (and ``error`` for a line that could not be
+read, after which the run goes on). Lines are judged in batches, so the embedding judge runs batched.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Iterable, Iterator
+from typing import IO, Any
+
+from guardrail.errors import BackendError, JudgeError, PolicyError
+from guardrail.judges.factory import JUDGE_KINDS, build_judge, needs_scorer
+from guardrail.judges.self_eval import OptionScorer
+from guardrail.policy import Policy, load_policy
+
+__all__ = ["add_parsers", "make_scorer", "parse_line"]
+
+
+def make_scorer(model: str | None, model_name: str | None = None) -> OptionScorer:
+    """The self-evaluation scorer for ``--model``: an OpenAI-compatible base URL, a local path, or the default."""
+    from guardrail.backends.local import is_remote
+
+    if is_remote(model):
+        from guardrail.backends.openai import OpenAIClient
+        from guardrail.judges.scorers import LogprobScorer
+
+        assert model is not None
+        return LogprobScorer(OpenAIClient(model, model=model_name))
+    from guardrail.backends.local import load_local_model
+    from guardrail.judges.local_scorer import LocalScorer
+
+    return LocalScorer(*load_local_model(model))
+
+
+def parse_line(line: str) -> tuple[str, str, Any]:
+    """(prompt, response, id) from one input line; ``ValueError`` says what is wrong with it."""
+    try:
+        data = json.loads(line)
+    except ValueError as err:
+        raise ValueError(f"not JSON: {err}") from None
+    if not isinstance(data, dict):
+        raise ValueError('expected a JSON object like {"prompt": "...", "response": "..."}')
+    prompt = data.get("prompt", data.get("question"))
+    response = data.get("response", data.get("answer"))
+    if not isinstance(prompt, str) or not isinstance(response, str):
+        raise ValueError('needs string fields "prompt" and "response"')
+    return prompt, response, data.get("id")
+
+
+def _chunks(lines: Iterable[str], size: int) -> Iterator[list[tuple[int, str]]]:
+    chunk: list[tuple[int, str]] = []
+    for number, line in enumerate(lines, start=1):
+        if line.strip():
+            chunk.append((number, line))
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def run_judge(args: argparse.Namespace) -> int:
+    try:
+        policy: Policy = load_policy(args.policy)
+        scorer = make_scorer(args.model, args.model_name) if needs_scorer(policy, args.judge) else None
+        judge = build_judge(policy, scorer=scorer, override=args.judge)
+    except PolicyError as err:
+        print(err, file=sys.stderr)
+        return 1
+    except (JudgeError, BackendError) as err:
+        print(f"guardrail judge: {err}", file=sys.stderr)
+        return 1
+    source: IO[str] = open(args.input, encoding="utf-8") if args.input else sys.stdin  # noqa: SIM115
+    judged = errors = 0
+    started = time.perf_counter()
+    try:
+        for chunk in _chunks(source, args.batch):
+            good: list[tuple[int, str, str, Any]] = []
+            out: dict[int, dict[str, Any]] = {}
+            for number, line in chunk:
+                try:
+                    good.append((number, *parse_line(line)))
+                except ValueError as err:
+                    out[number] = {"line": number, "error": str(err)}
+                    errors += 1
+            try:
+                verdicts = judge.judge_many([(p, r) for _, p, r, _ in good], explain=args.explain)
+            except (JudgeError, BackendError) as err:
+                print(f"guardrail judge: {err}", file=sys.stderr)
+                return 1
+            for (number, _, _, line_id), verdict in zip(good, verdicts, strict=True):
+                record = {"line": number, **({"id": line_id} if line_id is not None else {}), **verdict.to_dict()}
+                out[number] = record
+                judged += 1
+            for number in sorted(out):
+                sys.stdout.write(json.dumps(out[number], ensure_ascii=False) + "\n")
+            sys.stdout.flush()
+    finally:
+        if source is not sys.stdin:
+            source.close()
+    elapsed = time.perf_counter() - started
+    rate = judged / elapsed if elapsed > 0 else 0.0
+    print(f"judged {judged} lines ({errors} unreadable) in {elapsed:.1f}s: {rate:.0f} lines/s", file=sys.stderr)
+    return 0
+
+
+def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    judge = sub.add_parser(
+        "judge",
+        help="score JSON lines {prompt, response} against a policy",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    judge.add_argument("--policy", default="harmless", help="policy file or built-in name (default: harmless)")
+    judge.add_argument("--judge", choices=JUDGE_KINDS, help="one judge for every rule (default: the policy's)")
+    judge.add_argument(
+        "--model",
+        help="for self-evaluation: 'default' (embedded SmolLM2-135M), a local model folder or .gguf, or an "
+        "OpenAI-compatible base URL such as http://127.0.0.1:8080/v1 (default: the embedded model)",
+    )
+    judge.add_argument("--model-name", help="model name to send to an OpenAI-compatible endpoint")
+    judge.add_argument("--input", help="JSON-lines file (default: standard input)")
+    judge.add_argument("--batch", type=int, default=64, help="lines judged together (default: 64)")
+    judge.add_argument(
+        "--no-explain", dest="explain", action="store_false", help="skip per-rule attribution of violations"
+    )
+    judge.set_defaults(run=run_judge)

