@@ -81,3 +81,53 @@ def logprob_reply(tokens: list[tuple[str, list[tuple[str, float]]]], content: st
         ],
         "usage": {"prompt_tokens": 100, "completion_tokens": len(tokens)},
     }
+
+
+class ScriptedBackend:
+    """A streaming backend that answers call N with ``replies[N]`` (the last one repeats), word by word.
+
+    ``fail_after`` maps a call index to a number of words after which that call raises BackendError.
+    """
+
+    name = "scripted"
+    supports_prefill = False
+    supports_tokens = False
+
+    def __init__(self, replies: list[str], *, fail_after: dict[int, int] | None = None, delay: float = 0.0) -> None:
+        self.replies = replies
+        self.fail_after = fail_after or {}
+        self.delay = delay
+        self.calls: list[list[dict[str, Any]]] = []
+        self.params: list[Any] = []
+        self.closed = 0
+
+    def astream(self, messages: Any, params: Any) -> Any:
+        import asyncio
+        import re
+
+        from guardrail.backends.base import Chunk
+        from guardrail.errors import BackendError
+
+        index = len(self.calls)
+        self.calls.append([dict(m) for m in messages])
+        self.params.append(params)
+        text = self.replies[min(index, len(self.replies) - 1)]
+
+        async def gen() -> Any:
+            try:
+                for n, piece in enumerate(re.findall(r"\S+\s*|\s+", text)):
+                    if index in self.fail_after and n >= self.fail_after[index]:
+                        raise BackendError("stream broke off (injected)")
+                    if self.delay:
+                        await asyncio.sleep(self.delay)
+                    yield Chunk(piece)
+            finally:
+                self.closed += 1
+
+        return gen()
+
+    def self_scorer(self) -> None:
+        return None
+
+    async def aclose(self) -> None:
+        return None

@@ -1,0 +1,58 @@
+"""What a backend offers the Guard: a stream of text chunks for chat messages (sentence-level rewind), and
+optionally token ids and a KV cache (token-level rewind, local transformers models)."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from guardrail.judges.self_eval import OptionScorer
+
+__all__ = ["Chunk", "GenerationParams", "Message", "StreamingBackend"]
+
+Message = Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class GenerationParams:
+    """Decoding settings for one generation request."""
+
+    temperature: float | None = None
+    max_tokens: int | None = None
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """A streamed piece of text; ``tokens`` is how many tokens it carries (1 per delta when unknown)."""
+
+    text: str
+    tokens: int = 1
+    finish_reason: str | None = None
+
+
+class StreamingBackend(ABC):
+    """A chat model that streams text.
+
+    ``supports_prefill`` is True when the model can continue a final assistant message (so a regeneration
+    continues the accepted prefix directly); otherwise the Guard asks it to continue with an instruction.
+    """
+
+    name = "backend"
+    supports_prefill = False
+    supports_tokens = False  # token ids and a KV cache: token-level rewind
+
+    @abstractmethod
+    def astream(self, messages: Sequence[Message], params: GenerationParams) -> AsyncIterator[Chunk]:
+        """Stream the reply to ``messages``; closing the iterator must cancel the upstream request."""
+
+    def self_scorer(self) -> OptionScorer | None:
+        """The scorer with which this model judges itself (None: it cannot)."""
+        return None
+
+    async def aclose(self) -> None:  # noqa: B027 - optional hook, nothing to release by default
+        """Release connections."""

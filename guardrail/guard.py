@@ -1,0 +1,230 @@
+"""The Guard: checks the input, picks the rewind strategy, runs it, applies the ladder's end, emits events.
+
+One implementation, async at the core: ``astream`` is the engine; ``ainvoke`` collects it; ``stream`` and
+``invoke`` run it on a background loop (``guardrail._sync``). A Guard holds only configuration (policy,
+backend, judges, audit sink); each call's state lives in the call, so one Guard serves many threads and tasks.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from guardrail import _sync
+from guardrail.actions import Budget, Decision, decide
+from guardrail.audit import AuditSink
+from guardrail.backends.base import GenerationParams, Message, StreamingBackend
+from guardrail.errors import GuardrailError, GuardrailViolation
+from guardrail.events import Event, FallbackEvent, FinalEvent, GuardResult, TextEvent, VerdictEvent, text_hash
+from guardrail.judges.base import Judge
+from guardrail.judges.factory import build_judge, needs_scorer
+from guardrail.policy import Policy, load_policy
+from guardrail.rewind.request import Request, RunState
+from guardrail.rewind.sentence import SentenceRewind
+
+__all__ = ["Guard"]
+
+_INPUT_FRAME = "Repeat the user's message."
+
+
+class Guard:
+    """Guards a backend's answers with a policy: judge, rewind, regenerate, and fall back when it must.
+
+    Example::
+
+        guard = Guard("harmless", OpenAIBackend("http://127.0.0.1:8080/v1", model="smollm2"))
+        for event in guard.stream("How do I bake bread?"):
+            if event.type == "text":
+                print(event.text, end="", flush=True)
+        result = guard.invoke("How do I bake bread?")      # GuardResult: text, verdicts, rewinds, ...
+    """
+
+    def __init__(
+        self,
+        policy: Policy | str | Path = "harmless",
+        backend: StreamingBackend | None = None,
+        *,
+        judge: Judge | None = None,
+        input_judge: Judge | None = None,
+        audit: AuditSink | str | Path | None = None,
+        max_tokens: int | None = 512,
+    ) -> None:
+        if backend is None:
+            raise GuardrailError("Guard needs a backend, e.g. OpenAIBackend(base_url) or a local model backend")
+        self.policy = load_policy(policy)
+        self.backend = backend
+        scorer = (
+            backend.self_scorer() if needs_scorer(self.policy) or needs_scorer(self.policy, scope="input") else None
+        )
+        self.judge = judge or build_judge(self.policy, scorer=scorer)
+        self.input_judge = input_judge or build_judge(self.policy, scorer=scorer, scope="input")
+        self.audit = AuditSink(audit) if isinstance(audit, (str, Path)) else audit
+        self.max_tokens = max_tokens
+        self.strategy = self._strategy()
+
+    def __repr__(self) -> str:
+        return f"Guard(policy={self.policy.name!r}, backend={self.backend!r}, strategy={self.strategy.name!r})"
+
+    def _strategy(self) -> SentenceRewind:
+        mode = self.policy.rewind.mode
+        if mode == "token" and not self.backend.supports_tokens:
+            raise GuardrailError(
+                f"policy {self.policy.name!r} forces token-level rewind (rewind.mode: token), but {self.backend!r} "
+                "exposes no token ids or KV cache; use rewind.mode: sentence or auto, or a local model backend"
+            )
+        return SentenceRewind(self.policy, self.backend, self.judge)
+
+    # ------------------------------------------------------------------------------------------ requests
+
+    def _request(self, prompt: str | Sequence[Message], streaming: bool, params: Mapping[str, Any]) -> Request:
+        messages: list[Message] = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
+        if not messages:
+            raise GuardrailError("nothing to answer: give a prompt or at least one message")
+        known = {"temperature", "max_tokens", "seed", "stop"}
+        extra = {k: v for k, v in params.items() if k not in known}
+        stop = params.get("stop") or ()
+        generation = GenerationParams(
+            temperature=params.get("temperature"),
+            max_tokens=params.get("max_tokens", self.max_tokens),
+            seed=params.get("seed"),
+            stop=(stop,) if isinstance(stop, str) else tuple(stop),
+            extra=extra,
+        )
+        return Request(messages, generation, streaming, uuid.uuid4().hex)
+
+    async def _check_input(self, request: Request, state: RunState) -> Decision | None:
+        if not self.input_judge.rules:
+            return None
+        users = [str(m.get("content") or "") for m in request.messages if m.get("role") == "user"]
+        verdict = await self.input_judge.ajudge(_INPUT_FRAME, users[-1] if users else "", explain=True)
+        event = VerdictEvent(verdict, state.next_unit(), scope="input", partial=False)
+        state.verdicts.append(event)
+        state.judge_cost = state.judge_cost + verdict.cost
+        self._record(event, request)
+        if not verdict.violated:
+            return None
+        decision = decide(self.policy, verdict, Budget(self.policy, rewinds=self.policy.rewind.max_rewinds))
+        return decision
+
+    def _record(self, event: Event, request: Request) -> None:
+        if self.audit is not None:
+            prompt = str(request.messages[-1].get("content") or "")
+            self.audit.record(
+                event, request_id=request.request_id, policy=self.policy.name, prompt_sha256=text_hash(prompt)
+            )
+
+    # ------------------------------------------------------------------------------------------ the engine
+
+    async def _events(self, request: Request) -> AsyncIterator[Event]:
+        started = time.perf_counter()
+        state = RunState(Budget(self.policy))
+        texts: list[str] = []
+        fallback: FallbackEvent | None = None
+        blocked = await self._check_input(request, state)
+        source: AsyncIterator[Event]
+        if blocked is not None and blocked.action in {"refuse", "raise"}:
+            source = _replay([FallbackEvent(blocked.action, blocked.rules, blocked.message, "input")])
+        else:
+            if blocked is not None and blocked.action == "redact":
+                request = _redacted_input(request, state, blocked.message)
+            source = self.strategy.run(request, state)
+        async for event in source:
+            self._record(event, request)
+            if isinstance(event, FallbackEvent):
+                if event.action in {"redact", "flag"}:
+                    fallback = fallback or event
+                    yield event
+                    continue
+                fallback = event
+                yield event
+                if event.action == "raise":
+                    raise GuardrailViolation(event.message, rules=event.rules, score=_last_score(state))
+                text = event.message
+                if request.streaming and texts and text:
+                    text = ("" if texts[-1].endswith((" ", "\n")) else " ") + text
+                if not request.streaming:
+                    texts.clear()
+                texts.append(text)
+                yield TextEvent(text)
+                continue
+            if isinstance(event, TextEvent):
+                texts.append(event.text)
+            yield event
+        if blocked is not None and blocked.action in {"flag", "redact"} and fallback is None:
+            fallback = FallbackEvent(blocked.action, blocked.rules, blocked.message, "input")
+        result = GuardResult(
+            text="".join(texts),
+            strategy=self.strategy.name,
+            verdicts=tuple(state.verdicts),
+            rewinds=tuple(state.rewinds),
+            fallback=fallback,
+            completion_tokens=state.completion_tokens,
+            extra_tokens=state.budget.extra_tokens,
+            judge_cost=state.judge_cost,
+            latency_s=time.perf_counter() - started,
+            request_id=request.request_id,
+        )
+        final = FinalEvent(result)
+        self._record(final, request)
+        yield final
+
+    async def astream(self, prompt: str | Sequence[Message], **params: Any) -> AsyncIterator[Event]:
+        """Stream events; ``TextEvent`` carries verified text only. Ends with a ``FinalEvent``."""
+        async for event in self._events(self._request(prompt, True, params)):
+            yield event
+
+    async def ainvoke(self, prompt: str | Sequence[Message], **params: Any) -> GuardResult:
+        """The whole guarded answer and its trace."""
+        async for event in self._events(self._request(prompt, False, params)):
+            if isinstance(event, FinalEvent):
+                return event.result
+        raise GuardrailError("the guarded generation ended without a result")  # pragma: no cover
+
+    def stream(self, prompt: str | Sequence[Message], **params: Any) -> Iterator[Event]:
+        """``astream`` for sync code."""
+        return _sync.iterate(self.astream(prompt, **params))
+
+    def invoke(self, prompt: str | Sequence[Message], **params: Any) -> GuardResult:
+        """``ainvoke`` for sync code."""
+        return _sync.run(self.ainvoke(prompt, **params))
+
+    async def astream_text(self, prompt: str | Sequence[Message], **params: Any) -> AsyncIterator[str]:
+        """Only the verified text, piece by piece."""
+        async for event in self.astream(prompt, **params):
+            if isinstance(event, TextEvent):
+                yield event.text
+
+    def stream_text(self, prompt: str | Sequence[Message], **params: Any) -> Iterator[str]:
+        """``astream_text`` for sync code."""
+        return _sync.iterate(self.astream_text(prompt, **params))
+
+    def with_policy(self, policy: Policy | str | Path) -> Guard:
+        """A new Guard over the same backend with another policy (this one is unchanged)."""
+        return Guard(policy, self.backend, audit=self.audit, max_tokens=self.max_tokens)
+
+
+def _redacted_input(request: Request, state: RunState, replacement: str) -> Request:
+    """The request with the spans that fired in the last user message replaced before the model sees it."""
+    from guardrail.actions import redact
+
+    verdict = state.verdicts[-1].verdict
+    messages = list(request.messages)
+    for index in range(len(messages) - 1, -1, -1):
+        if messages[index].get("role") == "user":
+            content = str(messages[index].get("content") or "")
+            messages[index] = {**messages[index], "content": redact(content, verdict, replacement)}
+            break
+    return replace(request, messages=messages)
+
+
+async def _replay(events: list[Event]) -> AsyncIterator[Event]:
+    for event in events:
+        yield event
+
+
+def _last_score(state: RunState) -> float | None:
+    return state.verdicts[-1].verdict.score if state.verdicts else None

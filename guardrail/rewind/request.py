@@ -1,0 +1,39 @@
+"""One guarded generation's input and its running state. A request's state never lives on a shared object."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from guardrail.actions import Budget
+from guardrail.backends.base import GenerationParams, Message
+from guardrail.events import RewindEvent, VerdictEvent
+from guardrail.judges.verdict import Cost
+
+__all__ = ["Request", "RunState"]
+
+
+@dataclass(frozen=True)
+class Request:
+    """What to generate: the chat so far, decoding settings, and whether text is released as it is verified."""
+
+    messages: Sequence[Message]
+    params: GenerationParams
+    streaming: bool
+    request_id: str
+
+
+@dataclass
+class RunState:
+    """Counters a strategy keeps while it runs, read by the Guard for the final result."""
+
+    budget: Budget
+    completion_tokens: int = 0
+    judge_cost: Cost = field(default_factory=Cost)
+    verdicts: list[VerdictEvent] = field(default_factory=list)
+    rewinds: list[RewindEvent] = field(default_factory=list)
+    units: int = 0
+
+    def next_unit(self) -> int:
+        self.units += 1
+        return self.units - 1

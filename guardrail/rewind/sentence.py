@@ -1,0 +1,268 @@
+"""Sentence-level rewind for any streaming text backend (remote APIs, LangChain, LlamaIndex).
+
+The backend's stream is cut into sentences (``guardrail.sentence``). Each sentence is judged together with
+the accepted text before it, while the next sentence is being generated (pipelining), and released only once
+its verdict passes. On a violation the upstream request is cancelled and the answer is regenerated from the
+last accepted sentence; after ``max_failures_per_position`` failures at one position it steps one sentence
+further back (RAIN's return to the parent node), never past text already released to a streaming user. When
+the policy's ladder or budget is spent, the terminal action applies (refuse, redact, flag, raise).
+
+A regeneration continues the accepted prefix: with assistant prefill where the backend supports it, otherwise
+with an instruction to continue. ``rewind.regeneration: critique`` tells the model which rule the rejected
+sentence broke (never the rejected text itself); ``resample`` only changes temperature and seed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, replace
+
+from guardrail.actions import Decision, decide, redact
+from guardrail.backends.base import GenerationParams, Message, StreamingBackend
+from guardrail.errors import BackendError
+from guardrail.events import Event, FallbackEvent, RewindEvent, TextEvent, VerdictEvent, text_hash
+from guardrail.judges.base import Judge
+from guardrail.judges.verdict import Verdict
+from guardrail.policy import Policy
+from guardrail.rewind.request import Request, RunState
+from guardrail.sentence import SentenceBuffer
+
+__all__ = ["CONTINUE_INSTRUCTION", "SentenceRewind"]
+
+CONTINUE_INSTRUCTION = (
+    "Continue your previous answer exactly where it stops. Do not repeat any of it and do not comment on it."
+)
+_END = object()
+
+
+@dataclass
+class _Unit:
+    text: str
+    tokens: int
+    last: bool = False
+
+
+@dataclass
+class _Outcome:
+    """How an attempt ended: finished, a unit rejected, a terminal decision, or the backend failing."""
+
+    kind: str  # "done" | "rejected" | "terminal" | "failed"
+    unit: _Unit | None = None
+    verdict: Verdict | None = None
+    decision: Decision | None = None
+    error: BackendError | None = None
+    wasted_tokens: int = 0
+
+
+class SentenceRewind:
+    """Runs one guarded generation at sentence granularity; see the module docstring."""
+
+    name = "sentence"
+
+    def __init__(self, policy: Policy, backend: StreamingBackend, judge: Judge) -> None:
+        self.policy = policy
+        self.backend = backend
+        self.judge = judge
+
+    # ------------------------------------------------------------------------------------------ prompts
+
+    def _messages(self, request: Request, accepted: str, broken_rules: tuple[str, ...]) -> list[Message]:
+        messages = list(request.messages)
+        critique = ""
+        if broken_rules and self.policy.rewind.regeneration == "critique":
+            criteria = [rule.criterion.strip().rstrip(".") for rule in self.policy.rules if rule.id in broken_rules]
+            critique = (
+                "Your previous draft of the next part broke this rule, so it was discarded: "
+                + " / ".join(f"do not do this: {c}" for c in criteria)
+                + ". Write it differently so that it follows the rule."
+            )
+        if critique and (not accepted or self.backend.supports_prefill):
+            # appended to the user's last turn: a system turn mid-chat breaks strictly alternating templates
+            for index in range(len(messages) - 1, -1, -1):
+                if messages[index].get("role") == "user":
+                    content = str(messages[index].get("content") or "")
+                    messages[index] = {**messages[index], "content": f"{content}\n\n({critique})"}
+                    break
+        if not accepted:
+            return messages
+        messages.append({"role": "assistant", "content": accepted})
+        if not self.backend.supports_prefill:
+            messages.append({"role": "user", "content": f"{CONTINUE_INSTRUCTION} {critique}".strip()})
+        return messages
+
+    def _params(self, request: Request, attempt: int, accepted_tokens: int) -> GenerationParams:
+        params = request.params
+        if params.max_tokens is not None:
+            params = replace(params, max_tokens=max(1, params.max_tokens - accepted_tokens))
+        if attempt:
+            seed = (params.seed or 0) + attempt
+            temperature = params.temperature if params.temperature else self.policy.rewind.temperature
+            params = replace(params, temperature=max(temperature, self.policy.rewind.temperature), seed=seed)
+        return params
+
+    # ------------------------------------------------------------------------------------------ one attempt
+
+    async def _produce(self, messages: list[Message], params: GenerationParams, queue: asyncio.Queue[object]) -> None:
+        buffer = SentenceBuffer(self.policy.rewind.max_window_chars)
+        tokens = 0
+        stream = self.backend.astream(messages, params)
+        try:
+            async for chunk in stream:
+                tokens += chunk.tokens
+                for text in buffer.feed(chunk.text):
+                    await queue.put(_Unit(text, tokens))
+                    tokens = 0
+            rest = buffer.flush()
+            if rest:
+                await queue.put(_Unit(rest, tokens, last=True))
+        except BackendError as err:
+            await queue.put(err)
+        finally:
+            await stream.aclose()  # type: ignore[attr-defined]
+            await queue.put(_END)
+
+    async def _attempt(
+        self, request: Request, state: RunState, accepted: list[_Unit], released: list[int], attempt: int
+    ) -> AsyncIterator[Event | _Outcome]:
+        prefix = "".join(unit.text for unit in accepted)
+        broken = state.rewinds[-1].rules if state.rewinds and state.rewinds[-1].reason == "violation" else ()
+        messages = self._messages(request, prefix, broken if attempt else ())
+        params = self._params(request, attempt, sum(unit.tokens for unit in accepted))
+        queue: asyncio.Queue[object] = asyncio.Queue()
+        producer = asyncio.create_task(self._produce(messages, params, queue))
+        first = True
+        try:
+            while True:
+                item = await queue.get()
+                if item is _END:
+                    yield _Outcome("done")
+                    return
+                if isinstance(item, BackendError):
+                    yield _Outcome("failed", error=item, wasted_tokens=_drain_tokens(queue))
+                    return
+                assert isinstance(item, _Unit)
+                state.completion_tokens += item.tokens
+                if first and accepted and not self.backend.supports_prefill:
+                    item.text = _strip_repeat(prefix, item.text)
+                    if prefix and not prefix[-1].isspace() and item.text and not item.text[0].isspace():
+                        item.text = " " + item.text
+                first = False
+                if not item.text.strip():
+                    accepted.append(item)
+                    continue
+                response = "".join(unit.text for unit in accepted) + item.text
+                verdict = await self.judge.ajudge(request.messages, response, partial=not item.last, explain=True)
+                state.judge_cost = state.judge_cost + verdict.cost
+                event = VerdictEvent(verdict, state.next_unit(), partial=not item.last)
+                state.verdicts.append(event)
+                yield event
+                if not verdict.violated:
+                    accepted.append(item)
+                    state.budget.progress()
+                    if request.streaming:
+                        released[0] = len(accepted)
+                        yield TextEvent(item.text)
+                    continue
+                decision = decide(self.policy, verdict, state.budget)
+                if decision.action == "rewind":
+                    yield _Outcome("rejected", item, verdict, decision, wasted_tokens=_drain_tokens(queue))
+                    return
+                if decision.action in {"redact", "flag"}:
+                    if decision.action == "redact":
+                        item.text = redact(item.text, verdict, decision.message, offset=len(response) - len(item.text))
+                    accepted.append(item)
+                    yield FallbackEvent(decision.action, decision.rules, decision.message)
+                    if request.streaming:
+                        released[0] = len(accepted)
+                        yield TextEvent(item.text)
+                    continue
+                yield _Outcome("terminal", item, verdict, decision, wasted_tokens=_drain_tokens(queue))
+                return
+        finally:
+            producer.cancel()
+            with contextlib.suppress(asyncio.CancelledError, BackendError):
+                await producer
+
+    # ------------------------------------------------------------------------------------------ the run
+
+    async def run(self, request: Request, state: RunState) -> AsyncIterator[Event]:
+        """Generate, judge, rewind; yield events. The Guard turns them into the final result."""
+        accepted: list[_Unit] = []
+        released = [0]  # units a streaming user has seen: the floor for stepping back
+        failures_at: dict[int, int] = {}
+        attempt = 0
+        while True:
+            outcome: _Outcome | None = None
+            async for item in self._attempt(request, state, accepted, released, attempt):
+                if isinstance(item, _Outcome):
+                    outcome = item
+                else:
+                    yield item
+            assert outcome is not None
+            attempt += 1
+            if outcome.kind == "done":
+                if not request.streaming:
+                    yield TextEvent("".join(unit.text for unit in accepted))
+                return
+            if outcome.kind == "terminal":
+                assert outcome.decision is not None and outcome.unit is not None
+                state.budget.extra_tokens += outcome.unit.tokens + outcome.wasted_tokens
+                if not request.streaming and outcome.decision.action not in {"refuse", "raise"}:
+                    yield TextEvent("".join(unit.text for unit in accepted))
+                yield FallbackEvent(outcome.decision.action, outcome.decision.rules, outcome.decision.message)  # type: ignore[arg-type]
+                return
+            position = len(accepted)
+            if outcome.kind == "failed":
+                assert outcome.error is not None
+                wasted = outcome.wasted_tokens
+                if state.budget.exhausted() or state.budget.rewinds >= self.policy.rewind.max_rewinds:
+                    raise outcome.error
+                rejected_text, rules, score, reason = "", tuple[str, ...](), 0.0, "backend_error"
+            else:
+                assert outcome.unit is not None and outcome.verdict is not None
+                wasted = outcome.unit.tokens + outcome.wasted_tokens
+                rejected_text, rules, score = outcome.unit.text, outcome.verdict.rules, outcome.verdict.score
+                reason = "violation"
+            state.budget.spend(wasted)
+            failures_at[position] = failures_at.get(position, 0) + 1
+            back_to = position
+            if failures_at[position] >= self.policy.rewind.max_failures_per_position and position > released[0]:
+                back_to = position - 1
+                dropped = accepted.pop()
+                state.budget.extra_tokens += dropped.tokens
+                failures_at[position] = 0
+            event = RewindEvent(
+                rules=tuple(rules),
+                score=score,
+                unit=state.units - 1 if reason == "violation" else state.units,
+                back_to_unit=back_to,
+                attempt=attempt,
+                rejected_sha256=text_hash(rejected_text),
+                rejected_chars=len(rejected_text),
+                rejected_tokens=wasted,
+                reason=reason,  # type: ignore[arg-type]
+                strategy=self.name,
+                rejected_text=rejected_text if self.policy.audit.include_rejected_text else None,
+            )
+            state.rewinds.append(event)
+            yield event
+
+
+def _drain_tokens(queue: asyncio.Queue[object]) -> int:
+    tokens = 0
+    while not queue.empty():
+        item = queue.get_nowait()
+        if isinstance(item, _Unit):
+            tokens += item.tokens
+    return tokens
+
+
+def _strip_repeat(prefix: str, text: str) -> str:
+    """A continuation that starts by repeating the accepted prefix loses the repetition."""
+    stripped = text.lstrip()
+    probe = prefix.strip()
+    if probe and stripped.startswith(probe):
+        return stripped[len(probe) :]
+    return text

@@ -1,0 +1,167 @@
+"""Incremental sentence segmentation for sentence-level rewind: text in as it streams, whole units out.
+
+A unit ends after ``.``, ``!``, ``?`` (or ``…``) followed by whitespace, and at a blank line; not after an
+abbreviation ("e.g.", "Dr."), an initial ("J. R."), a decimal ("3.14") or inside a URL; a numbered list item
+("1. ") is not split from its text; a fenced code block (```) is one unit; an unbroken run longer than
+``max_chars`` is cut at the last space before the limit (or at the limit).
+"""
+
+from __future__ import annotations
+
+import re
+
+__all__ = ["SentenceBuffer", "split_sentences"]
+
+_ABBREVIATIONS = frozenset(
+    [
+        "mr",
+        "mrs",
+        "ms",
+        "dr",
+        "prof",
+        "sr",
+        "jr",
+        "st",
+        "vs",
+        "etc",
+        "e.g",
+        "i.e",
+        "cf",
+        "al",
+        "approx",
+        "dept",
+        "est",
+        "fig",
+        "inc",
+        "ltd",
+        "co",
+        "corp",
+        "no",
+        "nos",
+        "vol",
+        "pp",
+        "p",
+        "jan",
+        "feb",
+        "mar",
+        "apr",
+        "jun",
+        "jul",
+        "aug",
+        "sep",
+        "sept",
+        "oct",
+        "nov",
+        "dec",
+        "mon",
+        "tue",
+        "wed",
+        "thu",
+        "fri",
+        "sat",
+        "sun",
+        "u.s",
+        "u.k",
+        "a.m",
+        "p.m",
+        "ph.d",
+    ]
+)
+_END = re.compile(r"[.!?…]+[\"')\]]*(?=\s)|\n\s*\n")
+_FENCE = "```"
+
+
+class SentenceBuffer:
+    """Feed streamed text; get back complete units, then ``flush()`` the rest at the end.
+
+    Example::
+
+        buffer = SentenceBuffer()
+        buffer.feed("Hello there. How ")   # -> ["Hello there. "]
+        buffer.feed("are you?")             # -> []
+        buffer.flush()                      # -> "How are you?"
+    """
+
+    def __init__(self, max_chars: int = 400) -> None:
+        self.max_chars = max_chars
+        self._text = ""
+
+    @property
+    def pending(self) -> str:
+        return self._text
+
+    def feed(self, text: str) -> list[str]:
+        self._text += text
+        units: list[str] = []
+        while True:
+            cut = self._boundary()
+            if cut is None:
+                break
+            units.append(self._text[:cut])
+            self._text = self._text[cut:]
+        return units
+
+    def flush(self) -> str:
+        rest, self._text = self._text, ""
+        return rest
+
+    def _boundary(self) -> int | None:
+        text = self._text
+        fence = text.find(_FENCE)
+        if fence != -1:
+            closing = text.find(_FENCE, fence + 3)
+            if fence > 0 and text[:fence].strip():
+                cut = self._sentence_end(text[:fence], final=True)
+                return cut if cut is not None else fence
+            if closing == -1:
+                return None if len(text) < self.max_chars * 4 else self._window_cut(text, self.max_chars * 4)
+            end = text.find("\n", closing + 3)
+            return None if end == -1 else end + 1
+        cut = self._sentence_end(text, final=False)
+        if cut is not None:
+            return cut
+        if len(text) > self.max_chars:
+            return self._window_cut(text, self.max_chars)
+        return None
+
+    def _sentence_end(self, text: str, *, final: bool) -> int | None:
+        for match in _END.finditer(text):
+            end = match.end()
+            if match.group(0).startswith("\n"):
+                return end if text[:end].strip() else None
+            if self._is_false_stop(text, match.start()):
+                continue
+            while end < len(text) and text[end] in " \t\n":
+                end += 1  # the whitespace after a stop belongs to the unit it ends
+            return end
+        return len(text) if final and text.strip() else None
+
+    @staticmethod
+    def _is_false_stop(text: str, dot: int) -> bool:
+        if text[dot] != ".":
+            return False
+        start = dot
+        while start > 0 and not text[start - 1].isspace():
+            start -= 1
+        word = text[start:dot].lower().strip("(\"'[")
+        if word in _ABBREVIATIONS or word.rstrip(".") in _ABBREVIATIONS:
+            return True
+        if len(word) == 1 and word.isalpha():  # an initial: "J. R. Tolkien"
+            return True
+        line_start = text.rfind("\n", 0, dot) + 1
+        if text[line_start:dot].strip().isdigit() and dot - line_start <= 4:  # "1. item"
+            return True
+        return "://" in word or word.startswith("www.")
+
+    @staticmethod
+    def _window_cut(text: str, limit: int) -> int:
+        space = text.rfind(" ", limit // 2, limit)
+        return space + 1 if space != -1 else limit
+
+
+def split_sentences(text: str, max_chars: int = 400) -> list[str]:
+    """All units of a complete text (what streaming ``text`` piece by piece would give)."""
+    buffer = SentenceBuffer(max_chars)
+    units = buffer.feed(text)
+    rest = buffer.flush()
+    return [*units, rest] if rest else units

@@ -1,0 +1,229 @@
+"""The Guard and sentence-level rewind, fast: a scripted backend and the real pattern judge."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from guardrail import GuardrailViolation, parse_policy
+from guardrail.errors import BackendError, GuardrailError
+from guardrail.events import FallbackEvent, FinalEvent, RewindEvent, TextEvent, VerdictEvent, text_hash
+from guardrail.guard import Guard
+from guardrail.rewind.sentence import CONTINUE_INSTRUCTION
+from tests.fakes import ScriptedBackend
+
+NO_BAD = """
+name: no-bad
+rules:
+  - id: no-bad
+    judge: pattern
+    keywords: [BAD]
+    criterion: The response says the forbidden word.
+rewind: {max_failures_per_position: 5}
+"""
+
+
+def policy(extra: str = "") -> Any:
+    return parse_policy(NO_BAD + extra)
+
+
+def texts(events: list[Any]) -> str:
+    return "".join(e.text for e in events if isinstance(e, TextEvent))
+
+
+def test_benign_answer_passes_sentence_by_sentence() -> None:
+    backend = ScriptedBackend(["First part. Second part. Third."])
+    events = list(Guard(policy(), backend).stream("hi"))
+    assert [e.text for e in events if isinstance(e, TextEvent)] == ["First part. ", "Second part. ", "Third."]
+    assert sum(isinstance(e, VerdictEvent) for e in events) == 3
+    final = events[-1]
+    assert isinstance(final, FinalEvent) and final.result.text == "First part. Second part. Third."
+    assert final.result.passed and not final.result.rewinds and len(backend.calls) == 1
+
+
+def test_rejected_sentence_is_regenerated_and_never_released() -> None:
+    backend = ScriptedBackend(["Good one. This is BAD here. Good three.", "Fine two. Good three."])
+    events = list(Guard(policy(), backend).stream("hi"))
+    assert "BAD" not in texts(events)
+    assert texts(events) == "Good one. Fine two. Good three."
+    rewind = next(e for e in events if isinstance(e, RewindEvent))
+    assert rewind.rules == ("no-bad",) and rewind.rejected_sha256 == text_hash("This is BAD here. ")
+    assert rewind.rejected_text is None
+    second = backend.calls[1]
+    assert second[-2] == {"role": "assistant", "content": "Good one. "}
+    assert second[-1]["role"] == "user" and second[-1]["content"].startswith(CONTINUE_INSTRUCTION)
+    assert "forbidden word" in second[-1]["content"] and "BAD" not in second[-1]["content"]
+    assert backend.params[1].temperature == pytest.approx(0.8) and backend.params[1].seed == 1
+    assert backend.closed == 2  # the rejected attempt's stream was closed (upstream cancelled)
+
+
+def test_resample_gives_no_critique() -> None:
+    backend = ScriptedBackend(["BAD start.", "Clean start."])
+    pol = parse_policy(NO_BAD.replace("rewind: {max_failures_per_position: 5}", "rewind: {regeneration: resample}"))
+    assert Guard(pol, backend).invoke("hi").text == "Clean start."
+    assert backend.calls[1] == backend.calls[0]  # same messages, new temperature and seed
+    assert backend.params[1].seed == 1
+
+
+def test_budget_spent_ends_in_refusal() -> None:
+    backend = ScriptedBackend(["BAD again."])
+    result = Guard(policy(), backend).invoke("hi")
+    assert result.text == "I can't help with that." and result.fallback is not None
+    assert result.fallback.action == "refuse" and len(result.rewinds) == 3 and len(backend.calls) == 4
+    assert result.extra_tokens >= 8
+
+
+def test_stream_keeps_verified_prefix_then_refusal() -> None:
+    backend = ScriptedBackend(["Fine start. BAD end."])
+    events = list(Guard(policy(), backend).stream("hi"))
+    assert texts(events) == "Fine start. I can't help with that."
+    assert any(isinstance(e, FallbackEvent) and e.action == "refuse" for e in events)
+
+
+def test_raise_surfaces_after_verified_text() -> None:
+    pol = parse_policy(NO_BAD + "actions: [{action: rewind, max_attempts: 1}, {action: raise, message: nope}]\n")
+    backend = ScriptedBackend(["Fine start. BAD end."])
+    seen: list[Any] = []
+    with pytest.raises(GuardrailViolation, match="nope") as info:
+        for event in Guard(pol, backend).stream("hi"):
+            seen.append(event)
+    assert texts(seen) == "Fine start. " and info.value.rules == ("no-bad",)
+
+
+def test_redact_replaces_the_span_and_goes_on() -> None:
+    pol = parse_policy(
+        "name: r\nrules:\n  - {id: mail, judge: pattern, criterion: e-mail, patterns: ['\\S+@\\S+\\.\\w+'],"
+        " actions: [{action: redact, replacement: '[email]'}]}\n"
+    )
+    result = Guard(pol, ScriptedBackend(["Write to ann@example.com today. Bye."])).invoke("hi")
+    assert result.text == "Write to [email] today. Bye." and result.fallback and result.fallback.action == "redact"
+
+
+def test_flag_lets_text_through_marked() -> None:
+    pol = parse_policy(NO_BAD + "actions: [{action: flag}]\n")
+    result = Guard(pol, ScriptedBackend(["It is BAD."])).invoke("hi")
+    assert result.text == "It is BAD." and result.flagged
+
+
+def test_steps_back_a_sentence_after_repeated_failures() -> None:
+    pol = parse_policy(NO_BAD.replace("max_failures_per_position: 5", "max_failures_per_position: 2"))
+    backend = ScriptedBackend(["One. BAD.", "BAD.", "Other one. Two."])
+    result = Guard(pol, backend).invoke("hi")
+    assert result.text == "Other one. Two."
+    assert [r.back_to_unit for r in result.rewinds] == [1, 0]
+    assert len(backend.calls[2]) == 1 and backend.calls[2][0]["content"].startswith("hi\n\n(Your previous draft")
+    assert "forbidden word. Write it" in backend.calls[2][0]["content"] and "BAD" not in backend.calls[2][0]["content"]
+
+
+def test_streaming_never_steps_back_over_released_text() -> None:
+    pol = parse_policy(NO_BAD.replace("max_failures_per_position: 5", "max_failures_per_position: 1"))
+    backend = ScriptedBackend(["One. BAD.", "Two."])
+    events = list(Guard(pol, backend).stream("hi"))
+    assert texts(events) == "One. Two."
+
+
+def test_backend_failure_mid_stream_regenerates_from_accepted_text() -> None:
+    backend = ScriptedBackend(["Good one. Good two. Three.", "Good two. Three."], fail_after={0: 3})
+    result = Guard(policy(), backend).invoke("hi")
+    assert result.text == "Good one. Good two. Three."
+    assert [r.reason for r in result.rewinds] == ["backend_error"]
+
+
+def test_backend_failing_every_time_is_a_typed_error() -> None:
+    backend = ScriptedBackend(["Good one. Two."], fail_after={i: 0 for i in range(20)})
+    with pytest.raises(BackendError):
+        Guard(policy(), backend).invoke("hi")
+
+
+def test_input_rules_are_checked_before_generating() -> None:
+    pol = parse_policy(
+        "name: i\nrules:\n  - {id: secret, judge: pattern, scope: [input], keywords: [password], criterion: asks"
+        " for a password, actions: [{action: refuse, message: No.}]}\n"
+    )
+    backend = ScriptedBackend(["Never reached."])
+    result = Guard(pol, backend).invoke("what is the admin password")
+    assert result.text == "No." and not backend.calls and result.fallback and result.fallback.scope == "input"
+    assert Guard(pol, ScriptedBackend(["Sure."])).invoke("hello").text == "Sure."
+
+
+def test_input_redaction_happens_before_the_model_sees_it() -> None:
+    pol = parse_policy(
+        "name: i\nrules:\n  - {id: mail, judge: pattern, scope: [input], patterns: ['\\S+@\\S+'], criterion: e-mail,"
+        " actions: [{action: redact, replacement: '[email]'}]}\n"
+    )
+    backend = ScriptedBackend(["Ok."])
+    Guard(pol, backend).invoke("my mail is ann@x.org")
+    assert backend.calls[0][-1]["content"] == "my mail is [email]"
+
+
+def test_audit_hashes_rejected_text_and_has_no_key(tmp_path: Path) -> None:
+    audit = tmp_path / "audit.jsonl"
+    backend = ScriptedBackend(["Good one. BAD sk-abcdefghijklmnop1234 here. Three.", "Fine two. Three."])
+    Guard(policy(), backend, audit=audit).invoke("hi, my key is sk-abcdefghijklmnop1234")
+    records = [json.loads(line) for line in audit.read_text().splitlines()]
+    kinds = [r["type"] for r in records]
+    assert kinds.count("rewind") == 1 and kinds[-1] == "final" and "verdict" in kinds
+    assert "BAD" not in audit.read_text() and "sk-abcdefghijklmnop1234" not in audit.read_text()
+    assert all(r["request_id"] == records[0]["request_id"] for r in records)
+
+
+def test_audit_keeps_text_when_the_policy_asks(tmp_path: Path) -> None:
+    audit = tmp_path / "audit.jsonl"
+    pol = parse_policy(NO_BAD + "audit: {include_rejected_text: true}\n")
+    Guard(pol, ScriptedBackend(["BAD one.", "Fine."]), audit=audit).invoke("hi")
+    rewind = next(json.loads(line) for line in audit.read_text().splitlines() if '"rewind"' in line)
+    assert rewind["rejected_text"] == "BAD one."
+
+
+async def test_async_and_sync_agree() -> None:
+    result = await Guard(
+        policy(), ScriptedBackend(["Good one. BAD two. Good three.", "Fine two. Good three."])
+    ).ainvoke("hi")
+    guard = Guard(policy(), ScriptedBackend(["Good one. BAD two. Good three.", "Fine two. Good three."]))
+    pieces = [piece async for piece in guard.astream_text("hi")]
+    assert result.text == "".join(pieces) == "Good one. Fine two. Good three."
+
+
+def test_a_guard_is_shared_safely_across_threads() -> None:
+    class Echo(ScriptedBackend):
+        def astream(self, messages: Any, params: Any) -> Any:
+            self.replies = [f"Answer for {messages[0]['content']}. Done {messages[0]['content']}."]
+            return super().astream(messages, params)
+
+    guard = Guard(policy(), Echo(["x"], delay=0.001))
+    results: dict[int, str] = {}
+
+    def work(n: int) -> None:
+        results[n] = guard.invoke(f"q{n}").text
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert all(text == f"Answer for q{n}. Done q{n}." for n, text in results.items()) and len(results) == 8
+
+
+async def test_concurrent_async_streams_do_not_mix() -> None:
+    class Echo(ScriptedBackend):
+        def astream(self, messages: Any, params: Any) -> Any:
+            self.replies = [f"Answer {messages[0]['content']}. End {messages[0]['content']}."]
+            return super().astream(messages, params)
+
+    guard = Guard(policy(), Echo(["x"], delay=0.0005))
+
+    async def one(n: int) -> str:
+        return "".join([p async for p in guard.astream_text(f"q{n}")])
+
+    outs = await asyncio.gather(*(one(n) for n in range(50)))
+    assert outs == [f"Answer q{n}. End q{n}." for n in range(50)]
+
+
+def test_forcing_token_mode_on_a_text_backend_is_an_error() -> None:
+    with pytest.raises(GuardrailError, match="token-level"):
+        Guard(parse_policy("name: t\nrewind: {mode: token}\n"), ScriptedBackend(["x"]))  # type: ignore[arg-type]
