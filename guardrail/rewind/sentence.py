@@ -145,9 +145,7 @@ class SentenceRewind:
                 assert isinstance(item, _Unit)
                 state.completion_tokens += item.tokens
                 if first and accepted and not self.backend.supports_prefill:
-                    item.text = _strip_repeat(prefix, item.text)
-                    if prefix and not prefix[-1].isspace() and item.text and not item.text[0].isspace():
-                        item.text = " " + item.text
+                    item.text = _join(prefix, _strip_repeat(prefix, item.text))
                 first = False
                 if not item.text.strip():
                     accepted.append(item)
@@ -257,6 +255,13 @@ def _drain_tokens(queue: asyncio.Queue[object]) -> int:
         if isinstance(item, _Unit):
             tokens += item.tokens
     return tokens
+
+
+def _join(prefix: str, text: str) -> str:
+    """A continuation's first piece, spaced to follow ``prefix`` (one space between sentences, no more)."""
+    if prefix[-1:].isspace():
+        return text.lstrip(" ")
+    return text if not text or text[0].isspace() else " " + text
 
 
 def _strip_repeat(prefix: str, text: str) -> str:
