@@ -121,7 +121,7 @@ def test_stalled_server_times_out_instead_of_hanging(server: FaultServer) -> Non
     g, _ = guard(server, "stall", read_timeout=0.3)
     started = time.monotonic()
     events: list[Any] = []
-    with pytest.raises(BackendError, match="timed out|broke off"):
+    with pytest.raises(BackendError, match=r"timed out|broke off"):
         for event in g.stream("hi"):
             events.append(event)
     assert time.monotonic() - started < 10 and released(events) == ""
