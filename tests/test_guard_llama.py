@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from typing import Any
 
 import pytest
 
@@ -61,9 +60,7 @@ def test_stream_releases_only_judged_text_and_regenerates_the_rejected_sentence(
 
 
 def test_embedding_judged_answer_end_to_end(llama_server: str) -> None:
-    guard = Guard(
-        load_policy("harmless"), OpenAIBackend(llama_server, model="smollm2"), judge=_embedding_judge()
-    )
+    guard = Guard(load_policy("harmless"), OpenAIBackend(llama_server, model="smollm2"), judge=_embedding_judge())
     result = guard.invoke("How do I bake bread?", max_tokens=48, temperature=0)
     assert result.text and result.verdicts and all(v.verdict.judge == "embedding" for v in result.verdicts)
 
@@ -101,5 +98,3 @@ async def test_load_hundred_concurrent_guarded_streams(llama_server: str) -> Non
     for prompt, answer in results:
         assert answer == reference[prompt], (prompt, answer, reference[prompt])
     await client.aclose()
-
-
