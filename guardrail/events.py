@@ -109,6 +109,7 @@ class GuardResult:
     completion_tokens: int = 0
     extra_tokens: int = 0
     judge_cost: Cost = field(default_factory=Cost)
+    generation_cost: Cost = field(default_factory=Cost)
     latency_s: float = 0.0
     request_id: str = ""
 
@@ -148,6 +149,7 @@ class GuardResult:
             "request_id": self.request_id,
             "completion_tokens": self.completion_tokens,
             "judge_cost": self.judge_cost.to_dict(),
+            "generation_cost": self.generation_cost.to_dict(),
             "trace": [e.to_dict() for e in self.trace()],
         }
 

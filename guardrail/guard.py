@@ -25,6 +25,7 @@ from guardrail.judges.factory import build_judge, needs_scorer
 from guardrail.policy import Policy, load_policy
 from guardrail.rewind.request import Request, RunState
 from guardrail.rewind.sentence import SentenceRewind
+from guardrail.rewind.token import TokenRewind
 
 __all__ = ["Guard"]
 
@@ -69,13 +70,16 @@ class Guard:
     def __repr__(self) -> str:
         return f"Guard(policy={self.policy.name!r}, backend={self.backend!r}, strategy={self.strategy.name!r})"
 
-    def _strategy(self) -> SentenceRewind:
+    def _strategy(self) -> SentenceRewind | TokenRewind:
+        """Token-level where the backend exposes tokens and a KV cache (or the policy forces it), else sentence."""
         mode = self.policy.rewind.mode
         if mode == "token" and not self.backend.supports_tokens:
             raise GuardrailError(
                 f"policy {self.policy.name!r} forces token-level rewind (rewind.mode: token), but {self.backend!r} "
                 "exposes no token ids or KV cache; use rewind.mode: sentence or auto, or a local model backend"
             )
+        if self.backend.supports_tokens and mode != "sentence":
+            return TokenRewind(self.policy, self.backend, self.judge)
         return SentenceRewind(self.policy, self.backend, self.judge)
 
     # ------------------------------------------------------------------------------------------ requests
@@ -165,6 +169,7 @@ class Guard:
             completion_tokens=state.completion_tokens,
             extra_tokens=state.budget.extra_tokens,
             judge_cost=state.judge_cost,
+            generation_cost=state.generation_cost,
             latency_s=time.perf_counter() - started,
             request_id=request.request_id,
         )

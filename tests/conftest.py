@@ -39,3 +39,25 @@ def shared_data(name: str) -> Path:
     if not path.is_file():
         pytest.fail(f"{path} is missing: the tests expect ../shared/data beside the repository")
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny(embedded: tuple[Any, Any]) -> tuple[Any, Any]:
+    """A tiny randomly initialised Llama with the embedded model's tokenizer (chat template): fast mechanics."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    _, tokenizer = embedded
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=4096,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    return LlamaForCausalLM(config).eval(), tokenizer

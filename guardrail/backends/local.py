@@ -1,14 +1,22 @@
-"""Loading a local transformers model: the embedded default, a model folder, or a GGUF file. Offline."""
+"""A local transformers model: loading it (the embedded default, a folder, a GGUF file; offline) and the
+backend that gives the Guard its token ids and KV cache."""
 
 from __future__ import annotations
 
+import asyncio
+import threading
+from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+from guardrail.backends.base import Chunk, GenerationParams, Message, StreamingBackend
 from guardrail.backends.embedded import load_embedded_model
 from guardrail.errors import BackendError
+from guardrail.judges.self_eval import OptionScorer
 
-__all__ = ["DEFAULT_MODEL_NAMES", "is_remote", "load_local_model"]
+__all__ = ["DEFAULT_MODEL_NAMES", "LocalBackend", "is_remote", "load_local_model"]
+
+T = TypeVar("T")
 
 #: Names that mean "the embedded default model".
 DEFAULT_MODEL_NAMES = frozenset({"", "default", "embedded", "smollm2", "smollm2-135m-instruct"})
@@ -46,3 +54,79 @@ def load_local_model(spec: str | Path | None = None, *, progress: bool = True) -
     except (OSError, ValueError) as err:
         raise BackendError(f"cannot load a causal language model from {str(path)!r}: {err}") from None
     return model.eval(), tokenizer
+
+
+class LocalBackend(StreamingBackend):
+    """A local transformers causal LM: token ids and a KV cache, so the Guard rewinds token by token.
+
+    Example::
+
+        backend = LocalBackend()                        # the embedded SmolLM2-135M-Instruct
+        backend = LocalBackend(model=m, tokenizer=t)    # a model you loaded
+        guard = Guard("harmless", backend)
+
+    The model is shared by every request; a lock lets one request compute at a time (each request's state
+    lives in its own ``Decoder``), so concurrent requests interleave step by step.
+    """
+
+    name = "local"
+    supports_tokens = True
+
+    def __init__(self, model: Any = None, tokenizer: Any = None, *, path: str | Path | None = None) -> None:
+        from guardrail.judges.local_scorer import LocalScorer
+
+        if model is None or tokenizer is None:
+            model, tokenizer = load_local_model(path)
+        self.model = model
+        self.tokenizer = tokenizer
+        self.scorer = LocalScorer(model, tokenizer)
+        self.lock = threading.RLock()
+
+    def __repr__(self) -> str:
+        return f"LocalBackend({type(self.model).__name__}, {self.model.num_parameters() / 1e6:.1f}M parameters)"
+
+    def self_scorer(self) -> OptionScorer:
+        return self.scorer
+
+    async def iterate(self, steps: Iterator[T]) -> AsyncIterator[T]:
+        """Run a sync generator step by step in a worker thread, holding the model lock for each step."""
+
+        def advance() -> tuple[bool, T | None]:
+            with self.lock:
+                try:
+                    return True, next(steps)
+                except StopIteration:
+                    return False, None
+
+        try:
+            while True:
+                more, item = await asyncio.to_thread(advance)
+                if not more:
+                    return
+                yield item  # type: ignore[misc]
+        finally:
+            close = getattr(steps, "close", None)
+            if close is not None:
+                await asyncio.to_thread(close)
+
+    def _plain(self, messages: Sequence[Message], params: GenerationParams) -> Iterator[Chunk]:
+        from guardrail.rewind.decoder import Decoder, Sampling, TextEmitter
+
+        decoder = Decoder(self.model, self.tokenizer, seed=params.seed or 0)
+        decoder.start(self.scorer.template_ids(list(messages)))  # type: ignore[arg-type]
+        emitter = TextEmitter(decoder)
+        sampling = Sampling(params.temperature)
+        for _ in range(params.max_tokens or 512):
+            if decoder.finished():
+                break
+            decoder.step(sampling)
+            text = emitter.delta(decoder.generated)
+            if text:
+                yield Chunk(text)
+        rest = emitter.delta(decoder.generated, final=True)
+        yield Chunk(rest, tokens=0, finish_reason="stop")
+
+    async def astream(self, messages: Sequence[Message], params: GenerationParams) -> AsyncIterator[Chunk]:
+        """Plain streaming generation (what sentence-level rewind uses when a policy forces it)."""
+        async for chunk in self.iterate(self._plain(messages, params)):
+            yield chunk

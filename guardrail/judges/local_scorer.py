@@ -98,34 +98,41 @@ class LocalScorer:
 
     def score_cached(self, cache: Any, pending: Sequence[int], questions: Sequence[Question]) -> list[OptionProbs]:
         """Score with ``cache`` holding the conversation but ``pending`` ids; the cache is left as it was."""
+        return [row[0] for row in self.score_batch(cache, [pending], questions)]
+
+    def score_batch(
+        self, cache: Any, pending: Sequence[Sequence[int]], questions: Sequence[Question]
+    ) -> list[list[OptionProbs]]:
+        """Score every row of a batched ``cache`` (row i still missing ``pending[i]``, all of equal length).
+
+        Returns ``[question][row]``. The rows share each suffix, so a question costs one batched forward of
+        ``len(pending[i]) + len(suffix)`` tokens per row; the cache is cropped back afterwards.
+        """
         import torch
 
-        results: list[OptionProbs] = []
+        width = len(pending[0]) if pending else 0
+        if any(len(row) != width for row in pending):
+            raise ValueError("every row must have the same number of pending ids")
+        rows = len(pending)
+        results: list[list[OptionProbs]] = []
         with self._lock, torch.inference_mode():
             device = self.model.device
-            if pending:
-                self.model(
-                    input_ids=torch.tensor([list(pending)], device=device), past_key_values=cache, use_cache=True
-                )
+            if width:
+                self.model(input_ids=torch.tensor([list(r) for r in pending], device=device), past_key_values=cache)
             for position, question in enumerate(questions):
                 suffix = self.suffix_ids(question)
                 out = self.model(
-                    input_ids=torch.tensor([suffix], device=device),
-                    past_key_values=cache,
-                    use_cache=True,
-                    logits_to_keep=1,
+                    input_ids=torch.tensor([suffix] * rows, device=device), past_key_values=cache, logits_to_keep=1
                 )
                 cache.crop(-len(suffix))
-                probs = torch.softmax(out.logits[0, -1].float(), dim=-1)
-                by_label = {label: float(probs[token]) for label, token in self.option_ids.items()}
-                tokens = len(suffix) + (len(pending) if position == 0 else 0)
-                results.append(
-                    OptionProbs(
-                        by_label,
-                        mass=sum(by_label.values()),
-                        cost=Cost(forward_passes=1 + (position == 0 and bool(pending)), forward_tokens=tokens),
-                    )
-                )
-            if pending:
-                cache.crop(-len(pending))
+                probs = torch.softmax(out.logits[:, -1].float(), dim=-1)
+                first = position == 0 and width > 0
+                cost = Cost(forward_passes=1 + first, forward_tokens=len(suffix) + (width if first else 0))
+                per_row = []
+                for row in range(rows):
+                    by_label = {label: float(probs[row, token]) for label, token in self.option_ids.items()}
+                    per_row.append(OptionProbs(by_label, mass=sum(by_label.values()), cost=cost))
+                results.append(per_row)
+            if width:
+                cache.crop(-width)
         return results

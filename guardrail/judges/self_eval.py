@@ -98,7 +98,7 @@ class SelfEvalJudge(Judge):
             per_order.append(float(p > 0.5) if self.policy.judge.scoring == "hard" else p)
         return sum(per_order) / len(per_order) if per_order else None
 
-    def _verdict(
+    def verdict_from(
         self, questions: Sequence[Question], results: Sequence[OptionProbs], rules: Sequence[Rule], steering: bool
     ) -> Verdict:
         cost = sum((r.cost for r in results), Cost())
@@ -123,7 +123,7 @@ class SelfEvalJudge(Judge):
         rationale = "text addressed to the judge was removed before judging" if steering else ""
         return Verdict(p, violated, fired, scores, self.name, cost=cost, steering=steering, rationale=rationale)
 
-    def _attributed(self, whole: Verdict, per_rule: Sequence[Verdict]) -> Verdict:
+    def attributed(self, whole: Verdict, per_rule: Sequence[Verdict]) -> Verdict:
         """The whole-policy verdict with the rules that fired according to one question per rule."""
         scores = {rule.id: v.score for rule, v in zip(self.rules, per_rule, strict=True) if not v.undecided}
         fired = tuple(r.id for r in self.rules if r.id in scores and scores[r.id] >= self.threshold(r))
@@ -139,27 +139,27 @@ class SelfEvalJudge(Judge):
     def _judge(self, prompt: Prompt, response: str, *, partial: bool, explain: bool) -> Verdict:
         score: _Score = self.scorer.score
         conv, questions, steering = self._prepare(prompt, response, partial, self.rules)
-        whole = self._verdict(questions, score(conv, questions), self.rules, steering)
+        whole = self.verdict_from(questions, score(conv, questions), self.rules, steering)
         if not (explain and whole.violated and len(self.rules) > 1):
             return whole
         per_rule = []
         for rule in self.rules:
             conv, questions, steering = self._prepare(prompt, response, partial, [rule])
-            per_rule.append(self._verdict(questions, score(conv, questions), [rule], steering))
-        return self._attributed(whole, per_rule)
+            per_rule.append(self.verdict_from(questions, score(conv, questions), [rule], steering))
+        return self.attributed(whole, per_rule)
 
     async def _ajudge(self, prompt: Prompt, response: str, *, partial: bool, explain: bool) -> Verdict:
         ascore: _AScore | None = getattr(self.scorer, "ascore", None)
         if ascore is None:  # CPU-bound scorers run in a worker thread
             return await super()._ajudge(prompt, response, partial=partial, explain=explain)
         conv, questions, steering = self._prepare(prompt, response, partial, self.rules)
-        whole = self._verdict(questions, await ascore(conv, questions), self.rules, steering)
+        whole = self.verdict_from(questions, await ascore(conv, questions), self.rules, steering)
         if not (explain and whole.violated and len(self.rules) > 1):
             return whole
         prepared = [(rule, *self._prepare(prompt, response, partial, [rule])) for rule in self.rules]
         answers = await asyncio.gather(*(ascore(conv, questions) for _, conv, questions, _ in prepared))
         per_rule = [
-            self._verdict(questions, answer, [rule], steering)
+            self.verdict_from(questions, answer, [rule], steering)
             for (rule, _, questions, steering), answer in zip(prepared, answers, strict=True)
         ]
-        return self._attributed(whole, per_rule)
+        return self.attributed(whole, per_rule)

@@ -233,7 +233,8 @@ class RainSettings(StrictModel):
     c: float = Field(2.0, gt=0, description="Exploration constant of the selection rule.")
     q: int = Field(10, ge=1, le=64, description="Candidates proposed per expansion.")
     t_min: int = Field(6, ge=1, description="Visits the best child needs before committing (6: HH).")
-    t_max: int = Field(50, ge=1, description="Most simulations per commit.")
+    t_max: int = Field(50, ge=1, description="Most simulations per commit (visits reused from the subtree count).")
+    min_new_simulations: int = Field(15, ge=1, description="New simulations each commit gets at least (the code's).")
     v: float = Field(0.8, ge=-1, le=1, description="Value the best child needs before committing.")
     gamma: float = Field(0.2, ge=0, le=1, description="Weight of the similarity update.")
     similarity: float = Field(0.95, ge=0, le=1, description="Cosine similarity that makes siblings 'similar'.")
@@ -272,6 +273,9 @@ class RewindSettings(StrictModel):
     max_extra_tokens: int = Field(1024, ge=0, description="Tokens generated beyond the final answer's.")
     max_added_latency_s: float = Field(30.0, gt=0, description="Seconds the guard may add to one answer.")
     chunk_tokens: int = Field(16, ge=1, description="Token mode (verify): tokens between checks.")
+    candidates: int = Field(
+        4, ge=1, le=64, description="Token mode (verify): candidate chunks sampled in one batch at a rewind."
+    )
     max_window_chars: int = Field(400, ge=20, description="Sentence mode: an unbroken run is cut here.")
     temperature: float = Field(0.8, ge=0, le=2, description="Sampling temperature of regenerations.")
     rain: RainSettings = Field(default_factory=RainSettings)

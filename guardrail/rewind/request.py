@@ -30,6 +30,7 @@ class RunState:
     budget: Budget
     completion_tokens: int = 0
     judge_cost: Cost = field(default_factory=Cost)
+    generation_cost: Cost = field(default_factory=Cost)  # model forwards for generation (local backends)
     verdicts: list[VerdictEvent] = field(default_factory=list)
     rewinds: list[RewindEvent] = field(default_factory=list)
     units: int = 0

@@ -1,0 +1,172 @@
+"""Token-level rewind for local transformers models: the verify-first fast path, and the shared loop that
+the RAIN search plugs into.
+
+Fast path (``rewind.strategy: verify``): decode normally, judge at every chunk boundary (``chunk_tokens``) on
+the decoding KV cache; where a chunk is judged violating, crop the cache back to the last accepted point and
+search there: ``candidates`` continuations are grown in one batch from a fork of the cache, judged in one
+batched pass, and the best one that passes is adopted without recomputation. After
+``max_failures_per_position`` failed searches at one point it steps one chunk further back (never past text a
+streaming user has seen); the policy's ladder and budget end it. Only committed tokens are streamed.
+
+With ``rewind.strategy: rain`` the whole answer comes from the RAIN tree search instead (``guardrail.rewind.rain``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+from guardrail.actions import decide, redact
+from guardrail.events import Event, FallbackEvent, RewindEvent, TextEvent, VerdictEvent, text_hash
+from guardrail.judges.base import Judge
+from guardrail.judges.local_scorer import LocalScorer
+from guardrail.judges.verdict import Cost, Verdict
+from guardrail.policy import Policy
+from guardrail.rewind.decoder import Decoder, Sampling, TextEmitter
+from guardrail.rewind.evaluator import TokenEvaluator
+from guardrail.rewind.request import Request, RunState
+
+__all__ = ["TokenRewind"]
+
+
+class TokenRewind:
+    """Runs one guarded generation on a local model, token by token; see the module docstring."""
+
+    name = "token"
+
+    def __init__(self, policy: Policy, backend: Any, judge: Judge) -> None:
+        self.policy = policy
+        self.backend = backend
+        self.judge = judge
+        if policy.rewind.strategy == "rain":
+            self.name = "rain"
+
+    async def run(self, request: Request, state: RunState) -> AsyncIterator[Event]:
+        """The sync engine below, run step by step in a worker thread under the backend's model lock."""
+        async for event in self.backend.iterate(self._events(request, state)):
+            yield event
+
+    # ------------------------------------------------------------------------------------------ helpers
+
+    def evaluator(self) -> TokenEvaluator:
+        """A fresh evaluator (its memo of judged texts lives with one request)."""
+        return TokenEvaluator(self.judge, self.backend.model)
+
+    def _decoder(self, request: Request) -> tuple[Decoder, str]:
+        scorer: LocalScorer = self.backend.scorer
+        decoder = Decoder(self.backend.model, self.backend.tokenizer, seed=request.params.seed or 0)
+        decoder.start(scorer.template_ids(list(request.messages)))  # type: ignore[arg-type]
+        users = [str(m.get("content") or "") for m in request.messages if m.get("role") == "user"]
+        return decoder, users[-1] if users else ""
+
+    def _verdict_event(self, state: RunState, verdict: Verdict, partial: bool) -> VerdictEvent:
+        state.judge_cost = state.judge_cost + verdict.cost
+        event = VerdictEvent(verdict, state.next_unit(), partial=partial)
+        state.verdicts.append(event)
+        return event
+
+    def _rewind_event(
+        self, state: RunState, verdict: Verdict, rejected: str, tokens: int, back_to: int, attempt: int, cost: Cost
+    ) -> RewindEvent:
+        event = RewindEvent(
+            rules=verdict.rules,
+            score=verdict.score,
+            unit=state.units - 1,
+            back_to_unit=back_to,
+            attempt=attempt,
+            rejected_sha256=text_hash(rejected),
+            rejected_chars=len(rejected),
+            rejected_tokens=tokens,
+            strategy=self.name,
+            cost=cost,
+            rejected_text=rejected if self.policy.audit.include_rejected_text else None,
+        )
+        state.rewinds.append(event)
+        return event
+
+    # ------------------------------------------------------------------------------------------ the engine
+
+    def _events(self, request: Request, state: RunState) -> Iterator[Event]:
+        decoder, prompt = self._decoder(request)
+        try:
+            if self.policy.rewind.strategy == "rain":
+                from guardrail.rewind.rain import RainSearch
+
+                yield from RainSearch(self, decoder, prompt, request, state).events()
+            else:
+                yield from self._verify(decoder, prompt, request, state)
+        finally:
+            state.generation_cost = Cost(forward_passes=decoder.stats.calls, forward_tokens=decoder.stats.tokens)
+
+    def _verify(self, decoder: Decoder, prompt: str, request: Request, state: RunState) -> Iterator[Event]:
+        settings = self.policy.rewind
+        evaluator = self.evaluator()
+        emitter = TextEmitter(decoder)
+        sampling = Sampling(request.params.temperature)
+        search = Sampling(max(settings.temperature, request.params.temperature or 0.0), settings.rain.top_k)
+        max_new = request.params.max_tokens or 512
+        marks = [decoder.prompt_len]  # accepted chunk boundaries
+        released = decoder.prompt_len  # ids a streaming user has seen: the floor for stepping back
+        failures_at: dict[int, int] = {}
+        attempt = 0
+        while not decoder.finished() and len(decoder.generated) < max_new:
+            start = len(decoder.ids)
+            new = decoder.generate(min(settings.chunk_tokens, max_new - len(decoder.generated)), sampling)
+            state.completion_tokens += len(new)
+            partial = not decoder.finished() and len(decoder.generated) < max_new
+            verdict = evaluator.evaluate(decoder, prompt, partial=partial)[0]
+            yield self._verdict_event(state, verdict, partial)
+            replacement: str | None = None
+            while verdict.violated:
+                decision = decide(self.policy, verdict, state.budget)
+                if decision.action in {"refuse", "raise"}:
+                    if not request.streaming:
+                        decoder.truncate(start)
+                        yield TextEvent(emitter.delta(decoder.generated, final=True))
+                    yield FallbackEvent(decision.action, decision.rules, decision.message)
+                    return
+                if decision.action in {"flag", "redact"}:
+                    yield FallbackEvent(decision.action, decision.rules, decision.message)
+                    if decision.action == "redact":
+                        chunk_text = decoder.text(decoder.ids[start:])
+                        replacement = redact(chunk_text, verdict, decision.message, offset=0)
+                    break
+                rejected = decoder.ids[start:]
+                failures_at[start] = failures_at.get(start, 0) + 1
+                step_back = len(marks) > 1 and marks[-2] >= released
+                if failures_at[start] >= settings.max_failures_per_position and step_back:
+                    failures_at[start] = 0
+                    marks.pop()  # RAIN's return to the parent: one accepted chunk further back
+                back_to = marks[-1]
+                state.budget.spend(len(decoder.ids) - back_to)
+                rejected_text = decoder.text(rejected)
+                decoder.truncate(back_to)
+                attempt += 1
+                yield self._rewind_event(state, verdict, rejected_text, len(rejected), back_to, attempt, verdict.cost)
+                start = back_to
+                branches = decoder.fork(settings.candidates)
+                branches.grow(min(settings.chunk_tokens, max_new - len(decoder.generated)), search, distinct_first=True)
+                grown = sum(len(t) for t in branches.tokens)
+                state.completion_tokens += grown
+                finished = [row for row in range(branches.rows) if branches.done[row]]
+                verdicts = evaluator.evaluate(decoder, prompt, branches, partial=not finished)
+                best = min(range(branches.rows), key=lambda row: (verdicts[row].score, row))
+                state.budget.extra_tokens += grown - len(branches.tokens[best])
+                verdict = verdicts[best]
+                decoder.adopt(branches, best)
+                yield self._verdict_event(state, verdict, not decoder.finished())
+            state.budget.progress()
+            marks.append(len(decoder.ids))
+            if request.streaming:
+                released = len(decoder.ids)
+                text = replacement if replacement is not None else emitter.delta(decoder.generated)
+                if replacement is not None:
+                    emitter.delta(decoder.generated)
+                if text:
+                    yield TextEvent(text)
+        if request.streaming:
+            rest = emitter.delta(decoder.generated, final=True)
+            if rest:
+                yield TextEvent(rest)
+        else:
+            yield TextEvent(emitter.delta(decoder.generated, final=True))

@@ -1,0 +1,136 @@
+"""Token-level rewind: decoder invariants and the two strategies, on a tiny random model (fast) and on the
+embedded SmolLM2 (acceptance: a judge rejecting a chosen continuation)."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import pytest
+
+from guardrail import parse_policy
+from guardrail.backends.local import LocalBackend
+from guardrail.events import FinalEvent, RewindEvent, TextEvent
+from guardrail.guard import Guard
+from guardrail.judges import Judge
+from guardrail.judges.base import Prompt
+from guardrail.judges.verdict import Verdict
+from guardrail.rewind.decoder import Decoder, Sampling, TextEmitter
+
+POLICY = "name: t\nrules:\n  - {id: chosen, criterion: contains the chosen continuation}\n"
+
+
+class RejectText(Judge):
+    """Rejects any response containing ``needle`` (a continuation chosen by the test)."""
+
+    name = "reject-text"
+
+    def __init__(self, needle: str, policy: Any) -> None:
+        super().__init__(policy)
+        self.needle = needle
+        self.calls = 0
+        self._lock = threading.Lock()
+
+    def _judge(self, prompt: Prompt, response: str, *, partial: bool, explain: bool) -> Verdict:
+        with self._lock:
+            self.calls += 1
+        hit = self.needle in response
+        return Verdict(1.0 if hit else 0.0, hit, ("chosen",) if hit else (), judge=self.name)
+
+
+def _recomputed_logits(model: Any, ids: list[int]) -> Any:
+    import torch
+
+    with torch.inference_mode():
+        return model(input_ids=torch.tensor([ids])).logits[0, -1].float()
+
+
+def test_decoder_cache_matches_a_full_recompute(tiny: tuple[Any, Any]) -> None:
+    model, tokenizer = tiny
+    decoder = Decoder(model, tokenizer, seed=1)
+    decoder.start(tokenizer.encode("Hello there, how are you", add_special_tokens=False))
+    decoder.generate(12, Sampling(0.9, 20))
+    decoder.truncate(len(decoder.ids) - 5)  # rewind 5 tokens
+    branches = decoder.fork(3)
+    branches.grow(6, Sampling(1.0, 20), distinct_first=True)
+    assert len({tuple(t) for t in branches.tokens}) == 3  # distinct first tokens
+    decoder.adopt(branches, 2)
+    assert decoder.cache.get_seq_length() == len(decoder.ids) - 1  # the invariant generate keeps
+    cached = decoder.forward([[decoder.ids[-1]]], decoder.cache)[0]
+    assert (cached - _recomputed_logits(model, decoder.ids)).abs().max() < 1e-3
+
+
+def test_feed_and_paused_rows(tiny: tuple[Any, Any]) -> None:
+    model, tokenizer = tiny
+    decoder = Decoder(model, tokenizer)
+    decoder.start(tokenizer.encode("One two three", add_special_tokens=False))
+    decoder.feed(tokenizer.encode(" four five", add_special_tokens=False))
+    assert decoder.cache.get_seq_length() == len(decoder.ids) - 1
+    branches = decoder.fork(2)
+    stop_everything = frozenset(range(len(tokenizer)))
+    branches.grow(5, Sampling(None), pause_on=stop_everything)
+    assert all(len(t) == 1 for t in branches.tokens)  # every row paused after one token
+    assert [len(p) for p in branches.padded] == [1, 1]
+
+
+def test_greedy_decoding_is_deterministic_and_seeded_sampling_repeats(tiny: tuple[Any, Any]) -> None:
+    model, tokenizer = tiny
+
+    def run(seed: int, sampling: Sampling) -> list[int]:
+        decoder = Decoder(model, tokenizer, seed=seed)
+        decoder.start(tokenizer.encode("Seed test", add_special_tokens=False))
+        return decoder.generate(10, sampling)
+
+    assert run(0, Sampling(None)) == run(5, Sampling(None))
+    assert run(3, Sampling(1.0, 50)) == run(3, Sampling(1.0, 50))
+
+
+def test_text_emitter_never_rewrites_released_text(tiny: tuple[Any, Any]) -> None:
+    _, tokenizer = tiny
+    decoder = Decoder(tiny[0], tokenizer)
+    emitter = TextEmitter(decoder)
+    ids = tokenizer.encode("Café au lait — très bien!", add_special_tokens=False)
+    pieces = [emitter.delta(ids[:n]) for n in range(1, len(ids) + 1)]
+    assert "".join(pieces) + emitter.delta(ids, final=True) == "Café au lait — très bien!"
+
+
+@pytest.mark.parametrize("strategy", ["verify", "rain"])
+def test_tiny_model_rejected_continuation_is_never_streamed(tiny: tuple[Any, Any], strategy: str) -> None:
+    model, tokenizer = tiny
+    backend = LocalBackend(model, tokenizer)
+    policy = parse_policy(
+        POLICY + f"rewind: {{strategy: {strategy}, chunk_tokens: 4, rain: {{q: 3, t_min: 1, t_max: 6, "
+        "min_new_simulations: 3, token_set_lengths: [1, 2, 4]}}\n"
+    )
+    plain = Guard(parse_policy("name: none\n"), backend).invoke("Hi", max_tokens=12, temperature=0).text
+    needle = plain[:6]
+    judge = RejectText(needle, policy)
+    events = list(Guard(policy, backend, judge=judge).stream("Hi", max_tokens=12, temperature=0))
+    streamed = "".join(e.text for e in events if isinstance(e, TextEvent))
+    final = events[-1]
+    assert isinstance(final, FinalEvent) and final.result.strategy == ("rain" if strategy == "rain" else "token")
+    assert needle not in streamed and not judge.judge("Hi", final.result.text).violated
+    assert final.result.generation_cost.forward_tokens > 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("strategy", ["verify", "rain"])
+def test_embedded_model_rejects_a_chosen_continuation(strategy: str) -> None:
+    backend = LocalBackend()
+    prompt = "Give me a tip for staying focused."
+    plain = Guard(parse_policy("name: none\n"), backend).invoke(prompt, max_tokens=24, temperature=0).text
+    needle = plain.split(",")[0].split(".")[0][:24]  # the model's own first words
+    assert len(needle) > 6
+    settings = "{strategy: verify, chunk_tokens: 8}" if strategy == "verify" else "{strategy: rain}"
+    policy = parse_policy(POLICY + f"rewind: {settings}\n")
+    judge = RejectText(needle, policy)
+    events = list(Guard(policy, backend, judge=judge).stream(prompt, max_tokens=24, temperature=0, seed=7))
+    streamed = "".join(e.text for e in events if isinstance(e, TextEvent))
+    final = events[-1]
+    assert isinstance(final, FinalEvent)
+    assert needle not in streamed and streamed == final.result.text and streamed.strip()
+    assert not judge.judge(prompt, final.result.text).violated and final.result.passed
+    if strategy == "verify":
+        assert any(isinstance(e, RewindEvent) for e in events)
+    again = Guard(policy, backend, judge=RejectText(needle, policy)).invoke(prompt, max_tokens=24, temperature=0, seed=7)
+    assert again.text == final.result.text  # deterministic under a seed
