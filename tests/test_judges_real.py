@@ -13,7 +13,7 @@ import pytest
 
 from guardrail.backends.openai import OpenAIClient
 from guardrail.judges import EmbeddingJudge, LogprobScorer, SelfEvalJudge, build_judge, build_question
-from guardrail.judges.local_scorer import LocalScorer
+from guardrail.judges.local_scorer import LocalScorer, _common_prefix
 from guardrail.policy import load_policy
 from tests.conftest import shared_data
 
@@ -71,7 +71,10 @@ def test_cached_check_costs_only_the_suffix_and_matches_a_fresh_one(scorer: Loca
         assert a.probs is not None and b.probs is not None
         assert a.probs["A"] == pytest.approx(b.probs["A"], abs=1e-4)
         assert a.probs["B"] == pytest.approx(b.probs["B"], abs=1e-4)
-    suffix_tokens = sum(len(scorer.suffix_ids(q)) for q in questions)
+    suffixes = [scorer.suffix_ids(q) for q in questions]
+    shared = len(_common_prefix(suffixes))  # forwarded once; only the order-specific tails twice
+    assert 100 < shared < len(suffixes[0])
+    suffix_tokens = shared + sum(len(s) - shared for s in suffixes)
     assert sum(r.cost.forward_tokens for r in cached) == suffix_tokens
     assert sum(r.cost.forward_tokens for r in fresh) == suffix_tokens + len(ids)
 

@@ -132,5 +132,7 @@ def test_embedded_model_rejects_a_chosen_continuation(strategy: str) -> None:
     assert not judge.judge(prompt, final.result.text).violated and final.result.passed
     if strategy == "verify":
         assert any(isinstance(e, RewindEvent) for e in events)
-    again = Guard(policy, backend, judge=RejectText(needle, policy)).invoke(prompt, max_tokens=24, temperature=0, seed=7)
+    again = Guard(policy, backend, judge=RejectText(needle, policy)).invoke(
+        prompt, max_tokens=24, temperature=0, seed=7
+    )
     assert again.text == final.result.text  # deterministic under a seed

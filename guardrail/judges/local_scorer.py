@@ -105,8 +105,9 @@ class LocalScorer:
     ) -> list[list[OptionProbs]]:
         """Score every row of a batched ``cache`` (row i still missing ``pending[i]``, all of equal length).
 
-        Returns ``[question][row]``. The rows share each suffix, so a question costs one batched forward of
-        ``len(pending[i]) + len(suffix)`` tokens per row; the cache is cropped back afterwards.
+        Returns ``[question][row]``. The questions' suffixes share most of their tokens (they differ in the
+        order of the options), so the shared part is forwarded once per row and only each question's tail
+        after it; the cache is cropped back afterwards.
         """
         import torch
 
@@ -114,25 +115,39 @@ class LocalScorer:
         if any(len(row) != width for row in pending):
             raise ValueError("every row must have the same number of pending ids")
         rows = len(pending)
+        suffixes = [self.suffix_ids(question) for question in questions]
+        shared = _common_prefix(suffixes)
         results: list[list[OptionProbs]] = []
         with self._lock, torch.inference_mode():
             device = self.model.device
-            if width:
-                self.model(input_ids=torch.tensor([list(r) for r in pending], device=device), past_key_values=cache)
-            for position, question in enumerate(questions):
-                suffix = self.suffix_ids(question)
+            head = [list(row) + shared for row in pending]
+            if head and head[0]:
+                self.model(input_ids=torch.tensor(head, device=device), past_key_values=cache)
+            for position, suffix in enumerate(suffixes):
+                tail = suffix[len(shared) :]
                 out = self.model(
-                    input_ids=torch.tensor([suffix] * rows, device=device), past_key_values=cache, logits_to_keep=1
+                    input_ids=torch.tensor([tail] * rows, device=device), past_key_values=cache, logits_to_keep=1
                 )
-                cache.crop(-len(suffix))
+                cache.crop(-len(tail))
                 probs = torch.softmax(out.logits[:, -1].float(), dim=-1)
-                first = position == 0 and width > 0
-                cost = Cost(forward_passes=1 + first, forward_tokens=len(suffix) + (width if first else 0))
+                first = position == 0 and bool(head and head[0])
+                cost = Cost(forward_passes=1 + first, forward_tokens=len(tail) + (width + len(shared) if first else 0))
                 per_row = []
                 for row in range(rows):
                     by_label = {label: float(probs[row, token]) for label, token in self.option_ids.items()}
                     per_row.append(OptionProbs(by_label, mass=sum(by_label.values()), cost=cost))
                 results.append(per_row)
-            if width:
-                cache.crop(-width)
+            if width + len(shared):
+                cache.crop(-(width + len(shared)))
         return results
+
+
+def _common_prefix(sequences: Sequence[Sequence[int]]) -> list[int]:
+    """The longest common prefix that leaves every sequence at least one token of its own."""
+    if not sequences:
+        return []
+    shortest = min(len(s) for s in sequences)
+    length = 0
+    while length < shortest - 1 and all(s[length] == sequences[0][length] for s in sequences):
+        length += 1
+    return list(sequences[0][:length])
