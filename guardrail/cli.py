@@ -9,7 +9,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from guardrail.commands import check, judge
+from guardrail.commands import chat, check, judge
 
 __all__ = ["build_parser", "main"]
 
@@ -20,6 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="guardrail", description="A guardrail that rewinds and regenerates.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
+    chat.add_parsers(sub)
     check.add_parsers(sub)
     judge.add_parsers(sub)
     return parser

@@ -1,0 +1,207 @@
+"""``guardrail chat``: a guarded chat in the terminal, one-shot or interactive.
+
+Verified text streams to standard output; each verdict, rewind and fallback is shown on standard error (what
+was rejected by which rule, how far it went back, what it cost), so you see the guard working. ``--json``
+prints one JSON event per line instead (the last one holds the full trace).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import IO, Any
+
+from guardrail.errors import BackendError, GuardrailError, GuardrailViolation, JudgeError, PolicyError
+from guardrail.events import Event, FallbackEvent, FinalEvent, RewindEvent, TextEvent, VerdictEvent
+
+__all__ = ["add_parsers", "build_guard", "describe"]
+
+_DIM, _RED, _YELLOW, _GREEN, _RESET = "\033[2m", "\033[31m", "\033[33m", "\033[32m", "\033[0m"
+
+
+def build_guard(args: argparse.Namespace) -> Any:
+    """The Guard that ``--policy``, ``--model``, ``--judge`` and ``--rewind`` describe (shared with serve)."""
+    from guardrail.backends.local import DEFAULT_MODEL_NAMES, LocalBackend, is_remote
+    from guardrail.guard import Guard
+    from guardrail.judges import build_judge, needs_scorer
+    from guardrail.policy import load_policy
+
+    policy = load_policy(args.policy)
+    if getattr(args, "rewind", None):
+        update = {"mode": args.rewind} if args.rewind in {"token", "sentence", "off"} else {"strategy": args.rewind}
+        if args.rewind in {"verify", "rain"}:
+            update["mode"] = "auto"
+        policy = policy.model_copy(update={"rewind": policy.rewind.model_copy(update=update)})
+    if is_remote(args.model):
+        from guardrail.backends.remote import OpenAIBackend
+
+        backend: Any = OpenAIBackend(args.model, model=args.model_name)
+    else:
+        backend = LocalBackend(path=args.model)
+    judge_kind = args.judge
+    embedded = not is_remote(args.model) and (args.model is None or str(args.model) in DEFAULT_MODEL_NAMES)
+    if judge_kind == "auto":
+        # The embedded 135M model cannot judge harm (its self-evaluation is near chance): rules the embedding
+        # judge can score go to it; any model that can judge itself keeps the policy's choice.
+        judge_kind = "embedding-where-possible" if embedded else None
+    if judge_kind == "embedding-where-possible":
+        judge = _embedding_where_possible(policy, backend)
+    else:
+        scorer = backend.self_scorer() if needs_scorer(policy, judge_kind) else None
+        judge = build_judge(policy, scorer=scorer, override=judge_kind)
+    return Guard(policy, backend, judge=judge, audit=getattr(args, "audit", None), max_tokens=args.max_tokens)
+
+
+def _embedding_where_possible(policy: Any, backend: Any) -> Any:
+    from guardrail.judges.embedding import BUILTIN_HEADS
+    from guardrail.judges.factory import PolicyJudge, build_judge
+
+    rules = policy.checked_rules()
+    embeddable = [r for r in rules if r.id in BUILTIN_HEADS or (r.examples.violating and r.examples.compliant)]
+    names = {r.id for r in embeddable if policy.judge_for(r) in {"self", "cascade"}}
+    patched = policy.model_copy(
+        update={"rules": [r.model_copy(update={"judge": "embedding"}) if r.id in names else r for r in policy.rules]}
+    )
+    judge = build_judge(patched, scorer=backend.self_scorer())
+    return PolicyJudge(policy, judge.parts)
+
+
+def describe(event: Event) -> str | None:
+    """One line about a verdict, rewind or fallback (None for text and the final event)."""
+    if isinstance(event, VerdictEvent):
+        verdict = event.verdict
+        outcome = "VIOLATION" if verdict.violated else "pass"
+        rules = f" rules={','.join(verdict.rules)}" if verdict.rules else ""
+        cost = verdict.cost
+        spent = f"{cost.ms:.0f} ms" + (f", {cost.forward_tokens} forward tokens" if cost.forward_tokens else "")
+        spent += f", {cost.api_calls} API calls" if cost.api_calls else ""
+        where = f"{event.scope} " if event.scope == "input" else ""
+        score = f"score={verdict.score:.2f}{rules} by {verdict.judge}"
+        return f"[verdict] {where}unit {event.unit}: {outcome} {score} ({spent})"
+    if isinstance(event, RewindEvent):
+        why = (
+            "backend failed"
+            if event.reason == "backend_error"
+            else f"rule {','.join(event.rules)} score={event.score:.2f}"
+        )
+        return (
+            f"[rewind] {why}: rejected {event.rejected_tokens} tokens ({event.rejected_chars} chars, sha256 "
+            f"{event.rejected_sha256[:12]}), back to unit {event.back_to_unit}, attempt {event.attempt}, "
+            f"{event.strategy}"
+        )
+    if isinstance(event, FallbackEvent):
+        return f"[fallback] {event.action} ({event.scope}, rules {','.join(event.rules) or '-'})"
+    return None
+
+
+def _summary(event: FinalEvent) -> str:
+    r = event.result
+    gen = r.generation_cost
+    model = f", {gen.forward_tokens} generation forward tokens" if gen.forward_tokens else ""
+    return (
+        f"[done] {r.strategy}-level: {len(r.verdicts)} verdicts, {len(r.rewinds)} rewinds, "
+        f"{r.extra_tokens} extra tokens, judge {r.judge_cost.ms:.0f} ms{model}, {r.latency_s:.1f} s"
+    )
+
+
+def _color(line: str, stream: IO[str]) -> str:
+    if not stream.isatty():
+        return line
+    color = _RED if "VIOLATION" in line or line.startswith(("[rewind]", "[fallback]")) else _DIM
+    color = _GREEN if line.startswith("[done]") else color
+    return f"{color}{line}{_RESET}"
+
+
+def _answer(guard: Any, messages: list[dict[str, str]], args: argparse.Namespace) -> str:
+    text = ""
+    params = {"max_tokens": args.max_tokens, "temperature": args.temperature, "seed": args.seed}
+    for event in guard.stream(messages, **params):
+        if args.json:
+            print(json.dumps(event.to_dict(), ensure_ascii=False), flush=True)
+            text += event.text if isinstance(event, TextEvent) else ""
+            continue
+        if isinstance(event, TextEvent):
+            text += event.text
+            sys.stdout.write(event.text)
+            sys.stdout.flush()
+        elif isinstance(event, FinalEvent):
+            sys.stdout.write("\n")
+            print(_color(_summary(event), sys.stderr), file=sys.stderr)
+        elif args.verbose or not isinstance(event, VerdictEvent) or event.verdict.violated:
+            line = describe(event)
+            if line:
+                sys.stdout.flush()
+                print(("\n" if text and not text.endswith("\n") else "") + _color(line, sys.stderr), file=sys.stderr)
+    return text
+
+
+def run_chat(args: argparse.Namespace) -> int:
+    try:
+        guard = build_guard(args)
+    except (PolicyError, JudgeError, BackendError, GuardrailError) as err:
+        print(f"guardrail chat: {err}", file=sys.stderr)
+        return 1
+    if not args.json:
+        print(_color(f"[guard] {guard!r}", sys.stderr), file=sys.stderr)
+    history: list[dict[str, str]] = []
+    questions = [" ".join(args.question)] if args.question else None
+    try:
+        while True:
+            if questions is not None:
+                if not questions:
+                    return 0
+                question = questions.pop(0)
+            else:
+                try:
+                    question = input("you> ").strip()
+                except EOFError:
+                    return 0
+                if question in {"exit", "quit", ":q"}:
+                    return 0
+                if not question:
+                    continue
+            history.append({"role": "user", "content": question})
+            answer = _answer(guard, history, args)
+            history.append({"role": "assistant", "content": answer})
+    except GuardrailViolation as err:
+        print(f"\n[raise] {err} (rules: {', '.join(err.rules)})", file=sys.stderr)
+        return 3
+    except BackendError as err:
+        print(f"\nguardrail chat: {err}", file=sys.stderr)
+        return 1
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """--policy, --model, --model-name, --judge, --rewind, --max-tokens (shared by chat and serve)."""
+    parser.add_argument("--policy", default="harmless", help="policy file or built-in name (default: harmless)")
+    parser.add_argument(
+        "--model",
+        help="'default' (the embedded SmolLM2-135M-Instruct, offline), a local model folder or .gguf file, or an "
+        "OpenAI-compatible base URL such as http://127.0.0.1:8080/v1 (default: the embedded model)",
+    )
+    parser.add_argument("--model-name", help="model name to send to an OpenAI-compatible endpoint")
+    parser.add_argument(
+        "--judge",
+        default="auto",
+        choices=["auto", "self", "embedding", "pattern", "cascade"],
+        help="auto: the policy's judges, but the embedding judge where it can score a rule when the model is the "
+        "embedded one (too small to judge itself)",
+    )
+    parser.add_argument("--rewind", choices=["token", "sentence", "off", "verify", "rain"], help="override the policy")
+    parser.add_argument("--max-tokens", type=int, default=256)
+
+
+def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    chat = sub.add_parser(
+        "chat", help="a guarded chat (one-shot with a question, else interactive)", description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )  # fmt: skip
+    chat.add_argument("question", nargs="*", help="ask this and exit (no question: interactive)")
+    add_model_arguments(chat)
+    chat.add_argument("--temperature", type=float, default=0.0)
+    chat.add_argument("--seed", type=int, default=0)
+    chat.add_argument("--json", action="store_true", help="one JSON event per line (machine-readable trace)")
+    chat.add_argument("-v", "--verbose", action="store_true", help="show passing verdicts too")
+    chat.add_argument("--audit", help="append audit records (JSON lines) to this file")
+    chat.set_defaults(run=run_chat)
