@@ -9,7 +9,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from guardrail.commands import chat, check, judge
+from guardrail.commands import chat, check, judge, serve
 
 __all__ = ["build_parser", "main"]
 
@@ -23,6 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_parsers(sub)
     check.add_parsers(sub)
     judge.add_parsers(sub)
+    serve.add_parsers(sub)
     return parser
 
 
