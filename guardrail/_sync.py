@@ -7,6 +7,7 @@ and works when the caller already runs a loop of its own (a notebook, a sync cal
 from __future__ import annotations
 
 import asyncio
+import queue
 import threading
 from collections.abc import AsyncIterator, Coroutine, Iterator
 from typing import Any, TypeVar
@@ -14,6 +15,7 @@ from typing import Any, TypeVar
 __all__ = ["iterate", "run"]
 
 T = TypeVar("T")
+_ITEM, _END, _ERROR = 0, 1, 2
 _loop: asyncio.AbstractEventLoop | None = None
 _lock = threading.Lock()
 
@@ -34,15 +36,36 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
 
 
 def iterate(agen: AsyncIterator[T]) -> Iterator[T]:
-    """Iterate an async iterator from sync code; leaving early closes it (cancelling upstream work)."""
-    loop = _background_loop()
+    """Iterate an async iterator from sync code; leaving early cancels it (its cleanup runs before we return).
+
+    The whole iteration runs in one task on the background loop (so context variables and ``finally`` blocks
+    behave as in async code) and hands items over a thread-safe queue.
+    """
+    results: queue.Queue[tuple[int, Any]] = queue.Queue()
+    finished = threading.Event()
+
+    async def pump() -> None:
+        try:
+            async for item in agen:
+                results.put((_ITEM, item))
+            results.put((_END, None))
+        except asyncio.CancelledError:
+            raise
+        except BaseException as error:  # handed to the consumer, raised there
+            results.put((_ERROR, error))
+        finally:
+            finished.set()
+
+    future = asyncio.run_coroutine_threadsafe(pump(), _background_loop())
     try:
         while True:
-            try:
-                yield asyncio.run_coroutine_threadsafe(agen.__anext__(), loop).result()  # type: ignore[arg-type]
-            except StopAsyncIteration:
+            kind, value = results.get()
+            if kind == _END:
                 return
+            if kind == _ERROR:
+                raise value
+            yield value
     finally:
-        aclose = getattr(agen, "aclose", None)
-        if aclose is not None:
-            asyncio.run_coroutine_threadsafe(aclose(), loop).result()
+        if not future.done():
+            future.cancel()
+            finished.wait(30)

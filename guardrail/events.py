@@ -7,6 +7,7 @@ adapters' tracing). Rejected text never appears in an event: only its SHA-256.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -112,6 +113,8 @@ class GuardResult:
     generation_cost: Cost = field(default_factory=Cost)
     latency_s: float = 0.0
     request_id: str = ""
+    usage: Mapping[str, int] = field(default_factory=dict)
+    tool_calls: tuple[Any, ...] = ()
 
     @property
     def flagged(self) -> bool:

@@ -172,6 +172,8 @@ class Guard:
             generation_cost=state.generation_cost,
             latency_s=time.perf_counter() - started,
             request_id=request.request_id,
+            usage=dict(state.usage),
+            tool_calls=tuple(state.tool_calls),
         )
         final = FinalEvent(result)
         self._record(final, request)

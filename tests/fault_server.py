@@ -10,6 +10,8 @@ Base URL ``http://127.0.0.1:PORT/<fault>/<key>/v1``; ``key`` separates counters 
     malformed     a stream chunk that is not JSON
     badjson       a non-streamed body that is not JSON
     stall         sends the headers and one chunk, then nothing for 60 s
+    echo          replies "Echo: <the last user message>. Done."
+    slow          streams REPLY a word every 100 ms; ``completed`` / ``aborted`` count how streams ended
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ class FaultServer:
     def __init__(self) -> None:
         self.counts: dict[str, int] = defaultdict(int)
         self.requests: list[dict[str, Any]] = []
+        self.completed: dict[str, int] = defaultdict(int)
+        self.aborted: dict[str, int] = defaultdict(int)
         self.loop = asyncio.new_event_loop()
         self.port = 0
         self._server: asyncio.base_events.Server | None = None
@@ -99,12 +103,19 @@ class FaultServer:
         if name == "badjson":
             return self._plain(writer, 200, b"{not json")
         stream = bool(body.get("stream"))
+        text = REPLY
+        if name == "echo":
+            users = [m.get("content", "") for m in body.get("messages", []) if m.get("role") == "user"]
+            text = f"Echo: {users[0] if users else ''}. Done."
         if not stream:
-            reply = {"choices": [{"message": {"role": "assistant", "content": REPLY}, "finish_reason": "stop"}]}
+            reply = {"choices": [{"message": {"role": "assistant", "content": text}, "finish_reason": "stop"}]}
             return self._plain(writer, 200, json.dumps(reply).encode())
         writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n")
-        words = REPLY.split(" ")
+        words = text.split(" ")
         for index, word in enumerate(words):
+            if writer.transport.is_closing():
+                self.aborted[counter] += 1
+                return False
             if name == "cut" and active and index == 5:  # mid-sentence ("Water is")
                 await writer.drain()
                 writer.transport.abort()
@@ -119,12 +130,17 @@ class FaultServer:
             text = word + (" " if index < len(words) - 1 else "")
             delta = {"choices": [{"index": 0, "delta": {"content": text}, "finish_reason": None}]}
             self._chunk(writer, f"data: {json.dumps(delta)}\n\n".encode())
-            await writer.drain()
-            await asyncio.sleep(0.002)
+            try:
+                await writer.drain()
+            except ConnectionError:
+                self.aborted[counter] += 1
+                return False
+            await asyncio.sleep(0.1 if name == "slow" else 0.002)
         done = {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
         self._chunk(writer, f"data: {json.dumps(done)}\n\ndata: [DONE]\n\n".encode())
         writer.write(b"0\r\n\r\n")
         await writer.drain()
+        self.completed[counter] += 1
         return True
 
     @staticmethod

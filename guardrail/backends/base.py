@@ -33,6 +33,8 @@ class Chunk:
     text: str
     tokens: int = 1
     finish_reason: str | None = None
+    usage: Mapping[str, int] | None = None  # the backend's own count (input_tokens, output_tokens), when known
+    tool_calls: tuple[Mapping[str, Any], ...] = ()  # tool-call pieces, passed through unjudged
 
 
 class StreamingBackend(ABC):

@@ -64,8 +64,16 @@ class OpenAIBackend(StreamingBackend):
         stream = self.client.astream_chat(messages, **self._params(messages, params))
         try:
             async for delta in stream:
-                if delta.text or delta.finish_reason:
-                    yield Chunk(delta.text, tokens=1 if delta.text else 0, finish_reason=delta.finish_reason)
+                usage = None
+                if delta.usage:
+                    usage = {
+                        "input_tokens": int(delta.usage.get("prompt_tokens") or 0),
+                        "output_tokens": int(delta.usage.get("completion_tokens") or 0),
+                    }
+                if delta.text or delta.finish_reason or usage:
+                    yield Chunk(
+                        delta.text, tokens=1 if delta.text else 0, finish_reason=delta.finish_reason, usage=usage
+                    )
         finally:
             await stream.aclose()  # type: ignore[attr-defined]  # closes the HTTP response: the server stops
 

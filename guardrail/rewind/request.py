@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from guardrail.actions import Budget
 from guardrail.backends.base import GenerationParams, Message
@@ -34,6 +35,12 @@ class RunState:
     verdicts: list[VerdictEvent] = field(default_factory=list)
     rewinds: list[RewindEvent] = field(default_factory=list)
     units: int = 0
+    usage: dict[str, int] = field(default_factory=dict)  # summed over every attempt, as the backend reported it
+    tool_calls: list[Any] = field(default_factory=list)  # tool-call pieces of the accepted attempt
+
+    def add_usage(self, usage: Any) -> None:
+        for key, value in (usage or {}).items():
+            self.usage[key] = self.usage.get(key, 0) + int(value)
 
     def next_unit(self) -> int:
         self.units += 1

@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 
 from guardrail.actions import Decision, decide, redact
-from guardrail.backends.base import GenerationParams, Message, StreamingBackend
+from guardrail.backends.base import Chunk, GenerationParams, Message, StreamingBackend
 from guardrail.errors import BackendError
 from guardrail.events import Event, FallbackEvent, RewindEvent, TextEvent, VerdictEvent, text_hash
 from guardrail.judges.base import Judge
@@ -111,6 +111,8 @@ class SentenceRewind:
         try:
             async for chunk in stream:
                 tokens += chunk.tokens
+                if chunk.usage or chunk.tool_calls:
+                    await queue.put(chunk)
                 for text in buffer.feed(chunk.text):
                     await queue.put(_Unit(text, tokens))
                     tokens = 0
@@ -131,6 +133,7 @@ class SentenceRewind:
         messages = self._messages(request, prefix, broken if attempt else ())
         params = self._params(request, attempt, sum(unit.tokens for unit in accepted))
         queue: asyncio.Queue[object] = asyncio.Queue()
+        state.tool_calls.clear()  # only the accepted attempt's tool calls go out
         producer = asyncio.create_task(self._produce(messages, params, queue))
         first = True
         try:
@@ -142,6 +145,10 @@ class SentenceRewind:
                 if isinstance(item, BackendError):
                     yield _Outcome("failed", error=item, wasted_tokens=_drain_tokens(queue))
                     return
+                if isinstance(item, Chunk):
+                    state.add_usage(item.usage)
+                    state.tool_calls.extend(item.tool_calls)
+                    continue
                 assert isinstance(item, _Unit)
                 state.completion_tokens += item.tokens
                 if first and accepted and not self.backend.supports_prefill:

@@ -1,0 +1,437 @@
+"""LangChain adapter: a guarded chat model and a guarded Runnable.
+
+    from guardrail.adapters.langchain import GuardedChatModel, guard
+
+    guarded = GuardedChatModel(model=ChatOpenAI(...), policy="policies/app.yaml")   # a drop-in chat model
+    chain = prompt | guard(ChatOpenAI(...), policy="harmless") | StrOutputParser()   # a Runnable with its own run
+
+Both stream only verified text, put the guard's summary in the last chunk's ``response_metadata["guardrail"]``,
+and raise ``GuardrailViolation`` (catchable, works with ``with_fallbacks``) when a policy ends in ``raise``.
+Inner models that are local transformers models (``ChatHuggingFace`` over a ``HuggingFacePipeline``) are
+reached underneath and get token-level rewind; nothing here needs langchain-huggingface to be installed.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import json
+from collections.abc import AsyncIterator, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from langchain_core.callbacks import (
+    AsyncCallbackManagerForLLMRun,
+    CallbackManager,
+    CallbackManagerForLLMRun,
+    adispatch_custom_event,
+)
+from langchain_core.language_models import BaseChatModel, LanguageModelInput
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, convert_to_messages
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+from langchain_core.prompt_values import PromptValue
+from langchain_core.runnables import Runnable, RunnableConfig, RunnableSerializable
+from langchain_core.utils.function_calling import convert_to_openai_tool
+from pydantic import ConfigDict, Field, PrivateAttr
+
+from guardrail import _sync
+from guardrail.backends.base import Chunk, GenerationParams, Message, StreamingBackend
+from guardrail.events import Event, FinalEvent, GuardResult, TextEvent
+from guardrail.guard import Guard
+from guardrail.judges.base import Judge
+from guardrail.judges.scorers import TextScorer
+from guardrail.judges.self_eval import OptionScorer
+from guardrail.policy import Policy
+
+__all__ = ["GuardedChatModel", "GuardedRunnable", "LangChainBackend", "guard", "to_langchain", "to_messages"]
+
+#: The LangChain run config of the current guarded call: the inner model's runs nest under it.
+_RUN_CONFIG: contextvars.ContextVar[RunnableConfig | None] = contextvars.ContextVar("guardrail_lc", default=None)
+_ROLES = {"human": "user", "ai": "assistant", "system": "system", "tool": "tool"}
+_ORIGINAL = "_langchain_message"
+#: Tags that keep the guard's internal runs (judge questions, rejected drafts) out of LangGraph's message stream.
+INTERNAL_TAGS = ["nostream", "guardrail:internal"]
+
+
+def to_messages(value: Any) -> list[Message]:
+    """LangChain input (a string, messages, a PromptValue, tuples) as plain chat messages."""
+    if isinstance(value, PromptValue):
+        value = value.to_messages()
+    if isinstance(value, str):
+        return [{"role": "user", "content": value}]
+    out: list[Message] = []
+    for message in convert_to_messages(value):
+        content = message.content if isinstance(message.content, str) else message.text
+        # the original message rides along, so the inner model gets tool calls and ids back intact
+        out.append({"role": _ROLES.get(message.type, "user"), "content": content, _ORIGINAL: message})
+    return out
+
+
+def to_langchain(messages: Sequence[Message]) -> list[BaseMessage]:
+    """Plain chat messages as LangChain messages."""
+    return [
+        m[_ORIGINAL]
+        if isinstance(m.get(_ORIGINAL), BaseMessage)
+        else convert_to_messages([(str(m.get("role", "user")), str(m.get("content") or ""))])[0]
+        for m in messages
+    ]
+
+
+def _text(chunk: Any) -> str:
+    content = getattr(chunk, "content", chunk)
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(
+            p if isinstance(p, str) else str(p.get("text", "")) for p in content if isinstance(p, (str, dict))
+        )
+    return str(content or "")
+
+
+def _local_model(model: Any) -> tuple[Any, Any] | None:
+    """(model, tokenizer) under a ChatHuggingFace / HuggingFacePipeline, found by shape, not by import."""
+    pipeline = getattr(getattr(model, "llm", model), "pipeline", None)
+    inner, tokenizer = getattr(pipeline, "model", None), getattr(pipeline, "tokenizer", None)
+    if inner is not None and tokenizer is not None and hasattr(inner, "generate"):
+        return inner, tokenizer
+    return None
+
+
+class LangChainBackend(StreamingBackend):
+    """A LangChain chat model (or any Runnable taking messages) as the Guard's streaming backend."""
+
+    name = "langchain"
+
+    def __init__(self, model: Runnable[Any, Any]) -> None:
+        self.model = model
+
+    def __repr__(self) -> str:
+        return f"LangChainBackend({type(self.model).__name__})"
+
+    def _bound(self, params: GenerationParams) -> Runnable[Any, Any]:
+        tools = params.extra.get("tools")
+        if tools:
+            options = {k: v for k, v in params.extra.items() if k in {"tool_choice", "parallel_tool_calls"}}
+            return self.model.bind_tools(tools, **options)  # type: ignore[attr-defined,no-any-return]
+        return self.model
+
+    async def astream(self, messages: Sequence[Message], params: GenerationParams) -> AsyncIterator[Chunk]:
+        config = _RUN_CONFIG.get()
+        kwargs: dict[str, Any] = {"stop": list(params.stop)} if params.stop else {}
+        async for piece in self._bound(params).astream(to_langchain(messages), config=config, **kwargs):
+            usage = getattr(piece, "usage_metadata", None)
+            calls = tuple(getattr(piece, "tool_call_chunks", None) or _as_chunks(getattr(piece, "tool_calls", None)))
+            text = _text(piece)
+            if text or usage or calls:
+                yield Chunk(text, tokens=1 if text else 0, usage=dict(usage) if usage else None, tool_calls=calls)
+
+    def self_scorer(self) -> OptionScorer:
+        """Self-evaluation by parsing the model's answer (a LangChain model gives no logprobs)."""
+
+        def internal() -> RunnableConfig:
+            parent = _RUN_CONFIG.get() or {}
+            return {**parent, "tags": [*(parent.get("tags") or []), *INTERNAL_TAGS], "run_name": "guardrail_judge"}
+
+        def generate(messages: list[dict[str, str]]) -> str:
+            return _text(self.model.invoke(to_langchain(messages), config=internal()))
+
+        async def agenerate(messages: list[dict[str, str]]) -> str:
+            return _text(await self.model.ainvoke(to_langchain(messages), config=internal()))
+
+        return TextScorer(generate, agenerate)
+
+
+def _backend(model: Any) -> StreamingBackend:
+    local = _local_model(model)
+    if local is not None:
+        from guardrail.backends.local import LocalBackend
+
+        return LocalBackend(*local)
+    return LangChainBackend(model)
+
+
+async def _dispatch(event: Event, config: RunnableConfig | None) -> None:
+    if event.type in {"verdict", "rewind", "fallback"}:
+        await adispatch_custom_event(f"guardrail_{event.type}", event.to_dict(), config=config)
+
+
+def _as_chunks(tool_calls: Any) -> tuple[dict[str, Any], ...]:
+    """Whole tool calls (from a model that does not stream) as tool-call chunks."""
+    return tuple(
+        {
+            "name": call["name"],
+            "args": json.dumps(call.get("args", {})),
+            "id": call.get("id"),
+            "index": index,
+            "type": "tool_call_chunk",
+        }
+        for index, call in enumerate(tool_calls or ())
+    )
+
+
+def _final_message(result: GuardResult, chunk: bool) -> AIMessage:
+    usage = result.usage
+    metadata: dict[str, Any] = {"guardrail": result.summary()}
+    kwargs: dict[str, Any] = {"response_metadata": metadata}
+    if usage:
+        inputs, outputs = int(usage.get("input_tokens", 0)), int(usage.get("output_tokens", 0))
+        kwargs["usage_metadata"] = {"input_tokens": inputs, "output_tokens": outputs, "total_tokens": inputs + outputs}
+    if result.tool_calls and chunk:
+        kwargs["tool_call_chunks"] = list(result.tool_calls)
+    elif result.tool_calls:
+        merged = AIMessageChunk(content="", tool_call_chunks=list(result.tool_calls))
+        kwargs["tool_calls"] = merged.tool_calls
+    if chunk:
+        return AIMessageChunk(content="", chunk_position="last", **kwargs)
+    return AIMessage(content=result.text, **kwargs)
+
+
+class GuardedChatModel(BaseChatModel):
+    """A chat model that guards another: drop it in wherever a chat model goes.
+
+    Example::
+
+        guarded = GuardedChatModel(model=ChatOpenAI(model="gpt-4o-mini"), policy="harmless")
+        guarded.invoke("Hi")               # AIMessage; response_metadata["guardrail"] holds the summary
+        for chunk in guarded.stream("Hi"):  # verified text only
+            print(chunk.content, end="")
+    """
+
+    model: Any = Field(description="The inner chat model (or Runnable taking messages).")
+    policy: Any = Field(default="harmless", description="Policy object, built-in name or YAML path.")
+    judge: Any = Field(default=None, description="A Judge to use instead of the policy's (optional).")
+    audit: str | None = Field(default=None, description="Append audit records (JSON lines) to this file.")
+    temperature: float | None = None
+    max_tokens: int | None = None
+    timeout: float | None = None
+    stop: list[str] | None = None
+    max_retries: int | None = None
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+    _guard: Guard | None = PrivateAttr(default=None)
+
+    @property
+    def _llm_type(self) -> str:
+        return "guarded-chat-model"
+
+    @property
+    def _identifying_params(self) -> dict[str, Any]:
+        return {"inner": type(self.model).__name__, "policy": self.guard.policy.name}
+
+    def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> Any:
+        inner = getattr(self.model, "_get_ls_params", None)
+        params: dict[str, Any] = dict(inner(stop=stop, **kwargs)) if callable(inner) else {}
+        params.setdefault("ls_provider", "guardrail")
+        params.setdefault("ls_model_name", type(self.model).__name__)
+        params["ls_model_type"] = "chat"
+        if self.temperature is not None:
+            params["ls_temperature"] = self.temperature
+        if self.max_tokens is not None:
+            params["ls_max_tokens"] = self.max_tokens
+        if stop or self.stop:
+            params["ls_stop"] = stop or self.stop
+        return params
+
+    @property
+    def guard(self) -> Guard:
+        """The Guard (built on first use; it holds no per-call state, so it is shared by every call)."""
+        if self._guard is None:
+            judge: Judge | None = self.judge if isinstance(self.judge, Judge) else None
+            policy = self.policy if isinstance(self.policy, (Policy, str, Path)) else str(self.policy)
+            self._guard = Guard(policy, _backend(self.model), judge=judge, audit=self.audit, max_tokens=self.max_tokens)
+        return self._guard
+
+    def bind_tools(
+        self, tools: Sequence[Any], *, tool_choice: Any = None, **kwargs: Any
+    ) -> Runnable[LanguageModelInput, AIMessage]:
+        """Tools are bound on the inner model at call time; its tool calls pass through unjudged."""
+        formatted = [convert_to_openai_tool(tool) for tool in tools]
+        if tool_choice is not None:
+            kwargs["tool_choice"] = tool_choice
+        return self.bind(tools=formatted, **kwargs)
+
+    def _params(self, stop: list[str] | None, kwargs: dict[str, Any]) -> dict[str, Any]:
+        params: dict[str, Any] = {
+            k: v for k, v in kwargs.items() if k in {"tools", "tool_choice", "parallel_tool_calls"}
+        }
+        if stop or self.stop:
+            params["stop"] = stop or self.stop
+        for key in ("temperature", "max_tokens"):
+            value = kwargs.get(key, getattr(self, key))
+            if value is not None:
+                params[key] = value
+        return params
+
+    async def _events(
+        self, messages: list[BaseMessage], stop: list[str] | None, run_manager: Any, kwargs: dict[str, Any]
+    ) -> AsyncIterator[Event]:
+        config: RunnableConfig | None = (
+            {"callbacks": _child(run_manager), "tags": list(INTERNAL_TAGS)} if run_manager else None
+        )
+        previous = _RUN_CONFIG.get()
+        _RUN_CONFIG.set(config)
+        try:
+            async for event in self.guard.astream(to_messages(messages), **self._params(stop, kwargs)):
+                if config is not None:
+                    await _dispatch(event, config)
+                yield event
+        finally:
+            _RUN_CONFIG.set(previous)  # not reset(): a generator may be closed from another context
+
+    async def _astream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[ChatGenerationChunk]:
+        async for event in self._events(messages, stop, run_manager, kwargs):
+            if isinstance(event, TextEvent) and event.text:
+                chunk = ChatGenerationChunk(message=AIMessageChunk(content=event.text))
+                if run_manager is not None:
+                    await run_manager.on_llm_new_token(event.text, chunk=chunk)
+                yield chunk
+            elif isinstance(event, FinalEvent):
+                yield ChatGenerationChunk(message=_final_message(event.result, chunk=True))  # type: ignore[arg-type]
+
+    def _stream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> Iterator[ChatGenerationChunk]:
+        chunks = self._astream(messages, stop, _SyncToAsyncManager(run_manager), **kwargs)  # type: ignore[arg-type]
+        yield from _sync.iterate(chunks)
+
+    async def _agenerate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        result: GuardResult | None = None
+        async for event in self._events(messages, stop, run_manager, kwargs):
+            if isinstance(event, FinalEvent):
+                result = event.result
+        assert result is not None
+        return ChatResult(generations=[ChatGeneration(message=_final_message(result, chunk=False))])
+
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        return _sync.run(self._agenerate(messages, stop, _SyncToAsyncManager(run_manager), **kwargs))  # type: ignore[arg-type]
+
+
+def _child(run_manager: Any) -> CallbackManager:
+    """Callbacks for runs nested under an LLM run (what ``get_child`` gives a chain run)."""
+    manager = getattr(run_manager, "run_manager", run_manager)
+    child = CallbackManager(handlers=[], parent_run_id=manager.run_id)
+    child.set_handlers(manager.inheritable_handlers)
+    child.add_tags(manager.inheritable_tags)
+    child.add_metadata(manager.inheritable_metadata)
+    return child
+
+
+class _SyncToAsyncManager:
+    """A sync LLM run manager seen through the async interface the shared engine uses."""
+
+    def __init__(self, manager: CallbackManagerForLLMRun | None) -> None:
+        self.manager = manager
+
+    def __bool__(self) -> bool:
+        return self.manager is not None
+
+    @property
+    def run_manager(self) -> CallbackManagerForLLMRun | None:
+        return self.manager
+
+    async def on_llm_new_token(self, token: str, **kwargs: Any) -> None:
+        if self.manager:
+            self.manager.on_llm_new_token(token, **kwargs)
+
+
+class GuardedRunnable(RunnableSerializable[Any, AIMessage]):
+    """A guarded Runnable with a chain run of its own: the inner model's runs nest under it in tracing, and
+    the guard's verdicts, rewinds and fallbacks are custom events (``guardrail_verdict``, ``guardrail_rewind``,
+    ``guardrail_fallback``) in ``astream_events``. Input: a string, messages or a PromptValue; output: an
+    AIMessage (streamed as AIMessageChunks of verified text)."""
+
+    model: Any
+    policy: Any = "harmless"
+    judge: Any = None
+    audit: str | None = None
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+    _guard: Guard | None = PrivateAttr(default=None)
+
+    @property
+    def guard(self) -> Guard:
+        if self._guard is None:
+            judge = self.judge if isinstance(self.judge, Judge) else None
+            self._guard = Guard(self.policy, _backend(self.model), judge=judge, audit=self.audit)
+        return self._guard
+
+    async def _run(self, value: Any, config: RunnableConfig) -> AsyncIterator[Event]:
+        # the inner model's runs are drafts until verified: tagged so LangGraph does not stream them
+        previous = _RUN_CONFIG.get()
+        _RUN_CONFIG.set({**config, "tags": [*(config.get("tags") or []), *INTERNAL_TAGS]})
+        try:
+            async for event in self.guard.astream(to_messages(value)):
+                await _dispatch(event, config)  # custom events belong to the guard's own run
+                yield event
+        finally:
+            _RUN_CONFIG.set(previous)  # not reset(): a generator may be closed from another context
+
+    async def _ainvoke(self, value: Any, run_manager: Any, config: RunnableConfig) -> AIMessage:
+        async for event in self._run(value, config):
+            if isinstance(event, FinalEvent):
+                return _final_message(event.result, chunk=False)
+        raise RuntimeError("the guarded run ended without a result")  # pragma: no cover
+
+    async def ainvoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> AIMessage:
+        return await self._acall_with_config(self._ainvoke, input, config, run_type="chain", **kwargs)
+
+    def invoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> AIMessage:
+        return _sync.run(self.ainvoke(input, config, **kwargs))
+
+    async def _atransform(
+        self, inputs: AsyncIterator[Any], run_manager: Any, config: RunnableConfig
+    ) -> AsyncIterator[AIMessageChunk]:
+        value = None
+        async for piece in inputs:
+            value = piece if value is None or isinstance(piece, (str, PromptValue)) else value + piece
+        async for event in self._run(value, config):
+            if isinstance(event, TextEvent) and event.text:
+                yield AIMessageChunk(content=event.text)
+            elif isinstance(event, FinalEvent):
+                yield _final_message(event.result, chunk=True)  # type: ignore[misc]
+
+    async def atransform(
+        self, input: AsyncIterator[Any], config: RunnableConfig | None = None, **kwargs: Any
+    ) -> AsyncIterator[AIMessageChunk]:
+        async for chunk in self._atransform_stream_with_config(
+            input, self._atransform, config, run_type="chain", **kwargs
+        ):
+            yield chunk
+
+    async def astream(
+        self, input: Any, config: RunnableConfig | None = None, **kwargs: Any
+    ) -> AsyncIterator[AIMessageChunk]:
+        async def single() -> AsyncIterator[Any]:
+            yield input
+
+        async for chunk in self.atransform(single(), config, **kwargs):
+            yield chunk
+
+    def stream(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Iterator[AIMessageChunk]:
+        yield from _sync.iterate(self.astream(input, config, **kwargs))
+
+
+def guard(model: Any, *, policy: Any = "harmless", judge: Any = None, audit: str | None = None) -> GuardedRunnable:
+    """Wrap a chat model or Runnable: ``chain = prompt | guard(model, policy="app.yaml") | StrOutputParser()``."""
+    return GuardedRunnable(model=model, policy=policy, judge=judge, audit=audit)

@@ -1,0 +1,192 @@
+"""The LangChain adapter with real LangChain objects (fake inner models keep it fast; the standard suites and
+the documentation examples drive the real llama.cpp server)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from guardrail.adapters.langchain import INTERNAL_TAGS, GuardedChatModel, guard
+from langchain_core.language_models import BaseChatModel, GenericFakeChatModel
+from langchain_core.messages import AIMessage, BaseMessage
+from langchain_core.output_parsers import StrOutputParser
+from langchain_core.outputs import ChatGeneration, ChatResult
+from langchain_core.prompts import ChatPromptTemplate
+from langchain_core.runnables import RunnableBinding, RunnableLambda
+from pydantic import Field
+
+from guardrail import GuardrailViolation
+from guardrail.policy import parse_policy
+
+POLICY = parse_policy(
+    "name: g\nrules:\n  - {id: no-bad, judge: pattern, keywords: [BAD], criterion: says the forbidden word}\n"
+    "actions: [{action: rewind, max_attempts: 2}, {action: refuse, message: Nope.}]\n"
+)
+RAISE = parse_policy(
+    "name: r\nrules:\n  - {id: no-bad, judge: pattern, keywords: [BAD], criterion: says BAD}\n"
+    "actions: [{action: raise}]\n"
+)
+
+
+def scripted(*replies: str) -> GenericFakeChatModel:
+    return GenericFakeChatModel(messages=iter([AIMessage(content=r) for r in replies]))
+
+
+def test_invoke_rewinds_and_reports() -> None:
+    reply = GuardedChatModel(model=scripted("Good one. BAD two. Three.", "Fine two. Three."), policy=POLICY).invoke(
+        "hi"
+    )
+    assert reply.content == "Good one. Fine two. Three."
+    summary = reply.response_metadata["guardrail"]
+    assert summary["rewinds"] == 1 and summary["rules"] == ["no-bad"]
+
+
+def test_stream_releases_only_verified_text() -> None:
+    model = GuardedChatModel(model=scripted("Good one. BAD two. Three.", "Fine two. Three."), policy=POLICY)
+    chunks = list(model.stream("hi"))
+    assert "BAD" not in "".join(str(c.content) for c in chunks)
+    assert [c.content for c in chunks if c.content] == ["Good one. ", "Fine two. ", "Three."]
+    assert chunks[-1].response_metadata["guardrail"]["rewinds"] == 1
+
+
+async def test_async_and_batch() -> None:
+    model = GuardedChatModel(model=scripted(*["Fine. All good."] * 6), policy=POLICY)
+    assert (await model.ainvoke("a")).content == "Fine. All good."
+    assert [r.content for r in model.batch(["a", "b"])] == ["Fine. All good."] * 2
+    assert [r.content for r in await model.abatch(["a", "b"])] == ["Fine. All good."] * 2
+    assert "".join([str(c.content) async for c in model.astream("a")]) == "Fine. All good."
+
+
+def test_lcel_chain_with_config_and_retry() -> None:
+    prompt = ChatPromptTemplate.from_messages([("human", "{q}")])
+    guarded = GuardedChatModel(model=scripted("Fine answer."), policy=POLICY)
+    chain = prompt | guarded.with_config(tags=["x"]).with_retry(stop_after_attempt=2) | StrOutputParser()
+    assert chain.invoke({"q": "hi"}) == "Fine answer."
+
+
+def test_raise_is_a_typed_exception_and_fallbacks_catch_it() -> None:
+    with pytest.raises(GuardrailViolation) as info:
+        GuardedChatModel(model=scripted("It is BAD."), policy=RAISE).invoke("hi")
+    assert info.value.rules == ("no-bad",)
+    fallback = GuardedChatModel(model=scripted("It is BAD."), policy=RAISE).with_fallbacks(
+        [RunnableLambda(lambda _: AIMessage(content="fallback"))]
+    )
+    assert fallback.invoke("hi").content == "fallback"
+
+
+async def test_guarded_runnable_nests_runs_and_emits_custom_events() -> None:
+    prompt = ChatPromptTemplate.from_messages([("human", "{q}")])
+    chain = prompt | guard(scripted("Good one. BAD two.", "Fine two."), policy=POLICY) | StrOutputParser()
+    events = [e async for e in chain.astream_events({"q": "hi"}, version="v2")]
+    guard_run = next(e for e in events if e["event"] == "on_chain_start" and e["name"] == "GuardedRunnable")
+    inner = [e for e in events if e["event"] == "on_chat_model_start"]
+    assert inner and all(guard_run["run_id"] in e["parent_ids"] for e in inner)  # nested under the guard
+    assert all("nostream" in e["tags"] for e in inner)  # drafts stay out of LangGraph's message stream
+    custom = [e for e in events if e["event"] == "on_custom_event"]
+    names = [e["name"] for e in custom]
+    assert "guardrail_rewind" in names and "guardrail_verdict" in names
+    rewind = next(e for e in custom if e["name"] == "guardrail_rewind")
+    assert rewind["data"]["rules"] == ["no-bad"] and "BAD" not in str(rewind["data"])
+    assert events[-1]["data"]["output"] == "Good one. Fine two."
+
+
+def test_chat_model_invoke_nests_inner_runs_and_sends_custom_events() -> None:
+    from langchain_core.callbacks import BaseCallbackHandler
+
+    class Recorder(BaseCallbackHandler):
+        def __init__(self) -> None:
+            self.starts: list[tuple[str, Any, Any, list[str]]] = []
+            self.custom: list[str] = []
+
+        def on_chat_model_start(self, serialized: Any, messages: Any, *, run_id: Any, parent_run_id: Any = None,
+                                tags: Any = None, **kwargs: Any) -> None:  # fmt: skip
+            self.starts.append((serialized.get("name", ""), run_id, parent_run_id, list(tags or [])))
+
+        def on_custom_event(self, name: str, data: Any, **kwargs: Any) -> None:
+            self.custom.append(name)
+
+    recorder = Recorder()
+    model = GuardedChatModel(model=scripted("Good one. BAD two.", "Fine two."), policy=POLICY)
+    assert model.invoke("hi", config={"callbacks": [recorder]}).content == "Good one. Fine two."
+    outer, *inner = recorder.starts
+    assert outer[0] == "GuardedChatModel" and len(inner) == 2
+    assert all(parent == outer[1] and set(INTERNAL_TAGS) <= set(tags) for _, _, parent, tags in inner)
+    assert "guardrail_rewind" in recorder.custom and "guardrail_verdict" in recorder.custom
+
+
+class ToolModel(BaseChatModel):
+    """A chat model that answers with scripted messages (tool calls included) and accepts tools."""
+
+    replies: list[AIMessage]
+    seen_tools: list[Any] = Field(default_factory=list)
+
+    @property
+    def _llm_type(self) -> str:
+        return "tool-model"
+
+    def bind_tools(self, tools: Any, **kwargs: Any) -> Any:
+        self.seen_tools.append(tools)
+        return self
+
+    def _generate(
+        self, messages: list[BaseMessage], stop: Any = None, run_manager: Any = None, **kwargs: Any
+    ) -> ChatResult:
+        return ChatResult(generations=[ChatGeneration(message=self.replies.pop(0))])
+
+
+def test_bind_tools_returns_a_binding_and_tool_calls_pass_through() -> None:
+    call = {"name": "lookup", "args": {"q": "x"}, "id": "call_1", "type": "tool_call"}
+    inner = ToolModel(replies=[AIMessage(content="", tool_calls=[call])])
+    guarded = GuardedChatModel(model=inner, policy=POLICY)
+
+    def lookup(q: str) -> str:
+        """Look something up."""
+        return q
+
+    bound = guarded.bind_tools([lookup])
+    assert isinstance(bound, RunnableBinding)
+    reply = bound.invoke("look up x")
+    assert reply.tool_calls == [call] and inner.seen_tools[0][0]["function"]["name"] == "lookup"
+
+
+def test_agent_runs_with_the_guarded_model() -> None:
+    from langchain.agents import create_agent
+    from langchain_core.tools import tool
+
+    @tool
+    def hours(day: str) -> str:
+        """Opening hours on a day."""
+        return "9-17"
+
+    call = {"name": "hours", "args": {"day": "Monday"}, "id": "call_9", "type": "tool_call"}
+    inner = ToolModel(replies=[AIMessage(content="", tool_calls=[call]), AIMessage(content="We open 9-17. BAD."),
+                               AIMessage(content="We open 9-17.")])  # fmt: skip
+    agent = create_agent(model=GuardedChatModel(model=inner, policy=POLICY), tools=[hours])
+    state = agent.invoke({"messages": [{"role": "user", "content": "Monday hours?"}]})
+    assert [m.type for m in state["messages"]] == ["human", "ai", "tool", "ai"]
+    assert state["messages"][-1].content.strip() == "We open 9-17."  # the repeated sentence was not added twice
+
+
+@pytest.mark.slow
+def test_chat_huggingface_gets_token_level_rewind() -> None:
+    from langchain_huggingface import ChatHuggingFace, HuggingFacePipeline
+    from transformers import pipeline
+
+    from guardrail.backends.embedded import load_embedded_model
+
+    model, tokenizer = load_embedded_model(progress=False)
+    chat = ChatHuggingFace(
+        llm=HuggingFacePipeline(pipeline=pipeline("text-generation", model=model, tokenizer=tokenizer))
+    )
+    guarded = GuardedChatModel(model=chat, policy=POLICY, max_tokens=16)
+    assert guarded.guard.strategy.name == "token"
+    reply = guarded.invoke("Say hello.")
+    assert reply.content and reply.response_metadata["guardrail"]["strategy"] == "token"
+
+
+def test_without_langchain_huggingface_nothing_breaks(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "langchain_huggingface", None)  # as if the package were absent
+    model = GuardedChatModel(model=scripted("Fine."), policy=POLICY)
+    assert model.guard.strategy.name == "sentence" and model.invoke("hi").content == "Fine."

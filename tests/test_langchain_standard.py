@@ -1,0 +1,81 @@
+"""LangChain's own standard tests for the guarded chat model: unit (a fake inner model) and integration (the
+guarded model around ChatOpenAI pointed at the real llama.cpp server). Capabilities the inner model lacks are
+declared, not faked; no standard test is overridden."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from guardrail.adapters.langchain import GuardedChatModel
+from langchain_core.language_models import GenericFakeChatModel
+from langchain_core.messages import AIMessage
+from langchain_tests.integration_tests import ChatModelIntegrationTests
+from langchain_tests.unit_tests import ChatModelUnitTests
+
+from guardrail.policy import parse_policy
+
+NO_PII = "no_pii"
+LLAMA: dict[str, str] = {}
+
+
+def fake_inner() -> GenericFakeChatModel:
+    return GenericFakeChatModel(messages=iter([AIMessage(content="Hello! How can I help?")] * 1000))
+
+
+class TestGuardedChatModelUnit(ChatModelUnitTests):
+    @property
+    def chat_model_class(self) -> type[GuardedChatModel]:
+        return GuardedChatModel
+
+    @property
+    def chat_model_params(self) -> dict[str, Any]:
+        return {"model": fake_inner(), "policy": parse_policy("name: unit\nrules: []\n")}
+
+    @property
+    def has_tool_calling(self) -> bool:
+        return False  # the fake inner model has none
+
+    @property
+    def has_structured_output(self) -> bool:
+        return False
+
+
+@pytest.fixture(scope="class")
+def llama_url(llama_server: str) -> str:
+    LLAMA["url"] = llama_server
+    return llama_server
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("llama_url")
+class TestGuardedChatModelIntegration(ChatModelIntegrationTests):
+    @property
+    def chat_model_class(self) -> type[GuardedChatModel]:
+        return GuardedChatModel
+
+    @property
+    def chat_model_params(self) -> dict[str, Any]:
+        from langchain_openai import ChatOpenAI
+
+        inner = ChatOpenAI(
+            base_url=LLAMA["url"], api_key="unused", model="smollm2", temperature=0, max_tokens=40,  # type: ignore[arg-type]
+            stream_usage=True,
+        )  # fmt: skip
+        return {"model": inner, "policy": NO_PII}
+
+    @property
+    def has_tool_calling(self) -> bool:
+        return False  # SmolLM2-135M behind llama.cpp does not call tools reliably
+
+    @property
+    def has_structured_output(self) -> bool:
+        return False
+
+    @property
+    def supports_json_mode(self) -> bool:
+        return False
+
+    @property
+    def returns_usage_metadata(self) -> bool:
+        return True
