@@ -1,0 +1,310 @@
+"""LlamaIndex adapter: a guarded LLM that works everywhere a LlamaIndex LLM does.
+
+    from guardrail.adapters.llama_index import GuardedLLM
+
+    Settings.llm = GuardedLLM(llm=OpenAILike(...), policy="policies/app.yaml")
+
+Query engines, chat engines and agents keep working, guarded: only verified text is returned or streamed.
+The guard's verdicts, rewinds and fallbacks are instrumentation events (``GuardrailVerdictEvent``,
+``GuardrailRewindEvent``, ``GuardrailFallbackEvent``) under the span of the call, also when fired while a
+stream is consumed. A function-calling inner LLM gets ``GuardedFunctionCallingLLM`` (``guard_llm`` picks),
+whose tool calls pass through. An inner ``HuggingFaceLLM`` (llama-index-llms-huggingface) is reached
+underneath for token-level rewind; nothing here needs that package.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from llama_index.core.base.llms.types import (
+    ChatMessage,
+    ChatResponse,
+    ChatResponseAsyncGen,
+    ChatResponseGen,
+    CompletionResponse,
+    CompletionResponseAsyncGen,
+    CompletionResponseGen,
+    LLMMetadata,
+    MessageRole,
+)
+from llama_index.core.instrumentation import get_dispatcher
+from llama_index.core.instrumentation.events import BaseEvent
+from llama_index.core.llms import LLM
+from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_callback
+from llama_index.core.llms.function_calling import FunctionCallingLLM
+from llama_index_instrumentation.span import active_span_id
+from pydantic import Field, PrivateAttr
+
+from guardrail import _sync
+from guardrail.backends.base import Chunk, GenerationParams, Message, StreamingBackend
+from guardrail.events import Event, FinalEvent, GuardResult, TextEvent
+from guardrail.guard import Guard
+from guardrail.judges.base import Judge
+from guardrail.judges.scorers import TextScorer
+from guardrail.judges.self_eval import OptionScorer
+from guardrail.policy import Policy
+
+__all__ = [
+    "GuardedFunctionCallingLLM",
+    "GuardedLLM",
+    "GuardrailFallbackEvent",
+    "GuardrailRewindEvent",
+    "GuardrailVerdictEvent",
+    "LlamaIndexBackend",
+    "guard_llm",
+]
+
+dispatcher = get_dispatcher(__name__)
+
+
+class GuardrailVerdictEvent(BaseEvent):
+    """A judge's verdict on the response so far."""
+
+    data: dict[str, Any] = Field(default_factory=dict)
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "GuardrailVerdictEvent"
+
+
+class GuardrailRewindEvent(BaseEvent):
+    """Rejected text was thrown away and regenerated (its SHA-256 only, never the text)."""
+
+    data: dict[str, Any] = Field(default_factory=dict)
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "GuardrailRewindEvent"
+
+
+class GuardrailFallbackEvent(BaseEvent):
+    """The policy's action ladder ended: refuse, redact, flag or raise."""
+
+    data: dict[str, Any] = Field(default_factory=dict)
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "GuardrailFallbackEvent"
+
+
+_EVENTS: dict[str, type[BaseEvent]] = {
+    "verdict": GuardrailVerdictEvent,
+    "rewind": GuardrailRewindEvent,
+    "fallback": GuardrailFallbackEvent,
+}
+
+
+def _to_chat(messages: Sequence[Message]) -> list[ChatMessage]:
+    return [
+        m["_llama_index_message"] if isinstance(m.get("_llama_index_message"), ChatMessage)
+        else ChatMessage(role=str(m.get("role", "user")), content=str(m.get("content") or ""))
+        for m in messages
+    ]  # fmt: skip
+
+
+def _from_chat(messages: Sequence[ChatMessage]) -> list[Message]:
+    return [{"role": str(m.role.value), "content": m.content or "", "_llama_index_message": m} for m in messages]
+
+
+def _local_model(llm: Any) -> tuple[Any, Any] | None:
+    """(model, tokenizer) under a HuggingFaceLLM, found by shape, not by import."""
+    model, tokenizer = getattr(llm, "_model", None), getattr(llm, "_tokenizer", None)
+    if model is not None and tokenizer is not None and hasattr(model, "generate"):
+        return model, tokenizer
+    return None
+
+
+class LlamaIndexBackend(StreamingBackend):
+    """A LlamaIndex LLM as the Guard's streaming backend (chat models by chat, others by completion)."""
+
+    name = "llama_index"
+
+    def __init__(self, llm: LLM) -> None:
+        self.llm = llm
+
+    def __repr__(self) -> str:
+        return f"LlamaIndexBackend({type(self.llm).__name__})"
+
+    async def astream(self, messages: Sequence[Message], params: GenerationParams) -> AsyncIterator[Chunk]:
+        kwargs = dict(params.extra.get("llama_index_kwargs") or {})
+        if self.llm.metadata.is_chat_model:
+            stream: Any = await self.llm.astream_chat(_to_chat(messages), **kwargs)
+        else:
+            stream = await self.llm.astream_complete(self.llm.messages_to_prompt(_to_chat(messages)), formatted=True)
+        last: Any = None
+        async for response in stream:
+            last = response
+            if response.delta:
+                yield Chunk(response.delta)
+        calls = (getattr(last, "message", None) and last.message.additional_kwargs.get("tool_calls")) or ()
+        if calls:
+            yield Chunk("", tokens=0, tool_calls=tuple(calls))
+
+    def self_scorer(self) -> OptionScorer:
+        def generate(messages: list[dict[str, str]]) -> str:
+            return str(self.llm.chat(_to_chat(messages)).message.content or "")
+
+        async def agenerate(messages: list[dict[str, str]]) -> str:
+            return str((await self.llm.achat(_to_chat(messages))).message.content or "")
+
+        return TextScorer(generate, agenerate)
+
+
+def _backend(llm: Any) -> StreamingBackend:
+    local = _local_model(llm)
+    if local is not None:
+        from guardrail.backends.local import LocalBackend
+
+        return LocalBackend(*local)
+    return LlamaIndexBackend(llm)
+
+
+class GuardedLLM(LLM):
+    """Guards another LlamaIndex LLM; its metadata is the inner LLM's.
+
+    Example::
+
+        Settings.llm = GuardedLLM(llm=OpenAILike(api_base=..., model=...), policy="harmless")
+        index.as_query_engine().query("...")            # guarded answer
+    """
+
+    llm: Any = Field(description="The inner LlamaIndex LLM.")
+    policy: Any = Field(default="harmless", description="Policy object, built-in name or YAML path.")
+    judge: Any = Field(default=None, description="A Judge to use instead of the policy's (optional).")
+    audit: str | None = Field(default=None, description="Append audit records (JSON lines) to this file.")
+    max_tokens: int | None = Field(default=None, description="Most new tokens per answer (local models).")
+    _guard: Guard | None = PrivateAttr(default=None)
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "GuardedLLM"
+
+    @property
+    def metadata(self) -> LLMMetadata:
+        return self.llm.metadata  # type: ignore[no-any-return]
+
+    @property
+    def guard(self) -> Guard:
+        """The Guard (built on first use, shared by every call: it holds no per-call state)."""
+        if self._guard is None:
+            judge = self.judge if isinstance(self.judge, Judge) else None
+            policy = self.policy if isinstance(self.policy, (Policy, str, Path)) else str(self.policy)
+            self._guard = Guard(policy, _backend(self.llm), judge=judge, audit=self.audit, max_tokens=self.max_tokens)
+        return self._guard
+
+    # ------------------------------------------------------------------------------------------ the engine
+
+    async def _events(
+        self, messages: Sequence[ChatMessage], span_id: str | None, **kwargs: Any
+    ) -> AsyncIterator[Event]:
+        params = {"llama_index_kwargs": kwargs} if kwargs else {}
+        async for event in self.guard.astream(_from_chat(messages), **params):
+            kind = _EVENTS.get(event.type)
+            if kind is not None:
+                dispatcher.event(kind(data=event.to_dict(), span_id=span_id))
+            yield event
+
+    async def _astream_chat(
+        self, messages: Sequence[ChatMessage], span_id: str | None, **kwargs: Any
+    ) -> ChatResponseAsyncGen:
+        text = ""
+        async for event in self._events(messages, span_id, **kwargs):
+            if isinstance(event, TextEvent) and event.text:
+                text += event.text
+                yield ChatResponse(message=ChatMessage(role=MessageRole.ASSISTANT, content=text), delta=event.text)
+            elif isinstance(event, FinalEvent):
+                yield _final(event.result, text)
+
+    async def _achat(self, messages: Sequence[ChatMessage], span_id: str | None, **kwargs: Any) -> ChatResponse:
+        final: ChatResponse | None = None
+        async for response in self._astream_chat(messages, span_id, **kwargs):
+            final = response
+        assert final is not None
+        return final
+
+    # ------------------------------------------------------------------------------------------ chat
+
+    @llm_chat_callback()
+    def chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
+        return _sync.run(self._achat(messages, active_span_id.get(), **kwargs))
+
+    @llm_chat_callback()
+    async def achat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
+        return await self._achat(messages, active_span_id.get(), **kwargs)
+
+    @llm_chat_callback()
+    def stream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseGen:
+        span_id = active_span_id.get()  # captured now: events fired while the stream is consumed stay under it
+        return _sync.iterate(self._astream_chat(messages, span_id, **kwargs))
+
+    @llm_chat_callback()
+    async def astream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseAsyncGen:
+        return self._astream_chat(messages, active_span_id.get(), **kwargs)
+
+    # ------------------------------------------------------------------------------------------ completion
+
+    def _as_chat(self, prompt: str, formatted: bool) -> list[ChatMessage]:
+        return [ChatMessage(role=MessageRole.USER, content=prompt)]
+
+    @llm_completion_callback()
+    def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
+        response = _sync.run(self._achat(self._as_chat(prompt, formatted), active_span_id.get(), **kwargs))
+        return CompletionResponse(text=response.message.content or "", additional_kwargs=response.additional_kwargs)
+
+    @llm_completion_callback()
+    async def acomplete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
+        response = await self._achat(self._as_chat(prompt, formatted), active_span_id.get(), **kwargs)
+        return CompletionResponse(text=response.message.content or "", additional_kwargs=response.additional_kwargs)
+
+    async def _astream_complete(
+        self, prompt: str, formatted: bool, span_id: str | None, **kwargs: Any
+    ) -> CompletionResponseAsyncGen:
+        async for response in self._astream_chat(self._as_chat(prompt, formatted), span_id, **kwargs):
+            yield CompletionResponse(
+                text=response.message.content or "",
+                delta=response.delta or "",
+                additional_kwargs=response.additional_kwargs,
+            )
+
+    @llm_completion_callback()
+    def stream_complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponseGen:
+        return _sync.iterate(self._astream_complete(prompt, formatted, active_span_id.get(), **kwargs))
+
+    @llm_completion_callback()
+    async def astream_complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponseAsyncGen:
+        return self._astream_complete(prompt, formatted, active_span_id.get(), **kwargs)
+
+
+def _final(result: GuardResult, text: str) -> ChatResponse:
+    """The last streamed response: no new text, the guard's summary and any passed-through tool calls."""
+    extra: dict[str, Any] = {}
+    if result.tool_calls:
+        extra["tool_calls"] = list(result.tool_calls)
+    message = ChatMessage(role=MessageRole.ASSISTANT, content=text or result.text, additional_kwargs=extra)
+    return ChatResponse(message=message, delta="", additional_kwargs={"guardrail": result.summary()})
+
+
+class GuardedFunctionCallingLLM(GuardedLLM, FunctionCallingLLM):
+    """``GuardedLLM`` for a function-calling inner LLM: tools are prepared and read back by the inner LLM, its
+    tool calls pass through, and the guard judges the text."""
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "GuardedFunctionCallingLLM"
+
+    def _prepare_chat_with_tools(self, tools: Sequence[Any], **kwargs: Any) -> dict[str, Any]:
+        prepared: dict[str, Any] = self.llm._prepare_chat_with_tools(tools, **kwargs)
+        return prepared
+
+    def get_tool_calls_from_response(
+        self, response: ChatResponse, error_on_no_tool_call: bool = True, **kwargs: Any
+    ) -> Any:
+        return self.llm.get_tool_calls_from_response(response, error_on_no_tool_call=error_on_no_tool_call, **kwargs)
+
+
+def guard_llm(llm: Any, *, policy: Any = "harmless", **options: Any) -> GuardedLLM:
+    """The right guarded class for ``llm``: function-calling when the inner LLM is, plain otherwise."""
+    cls = GuardedFunctionCallingLLM if isinstance(llm, FunctionCallingLLM) else GuardedLLM
+    return cls(llm=llm, policy=policy, **options)

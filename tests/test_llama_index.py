@@ -1,0 +1,186 @@
+"""The LlamaIndex adapter with real LlamaIndex objects: Settings.llm, a VectorStoreIndex query engine and a chat
+engine (streaming and async), instrumentation events; the embedded model underneath a HuggingFaceLLM-shaped
+object, and an OpenAI-compatible inner LLM against the llama.cpp server."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from guardrail.adapters.llama_index import GuardedFunctionCallingLLM, GuardedLLM, GuardrailRewindEvent, guard_llm
+from llama_index.core import Document, MockEmbedding, Settings, VectorStoreIndex
+from llama_index.core.base.llms.types import (
+    ChatMessage,
+    CompletionResponse,
+    CompletionResponseGen,
+    LLMMetadata,
+)
+from llama_index.core.instrumentation import get_dispatcher
+from llama_index.core.instrumentation.event_handlers import BaseEventHandler
+from llama_index.core.instrumentation.events import BaseEvent
+from llama_index.core.llms import CustomLLM, MockLLM
+from llama_index.core.llms.callbacks import llm_completion_callback
+from pydantic import Field
+
+from guardrail.policy import parse_policy
+
+POLICY = parse_policy(
+    "name: li\nrules:\n  - {id: no-bad, judge: pattern, keywords: [BAD], criterion: says the forbidden word}\n"
+    "actions: [{action: rewind, max_attempts: 3}, {action: refuse, message: Nope.}]\n"
+)
+
+
+class Scripted(CustomLLM):
+    """Answers call N with replies[N] (the last repeats), streamed word by word."""
+
+    replies: list[str]
+    calls: int = 0
+
+    @property
+    def metadata(self) -> LLMMetadata:
+        return LLMMetadata(is_chat_model=False, model_name="scripted")
+
+    def _next(self) -> str:
+        text = self.replies[min(self.calls, len(self.replies) - 1)]
+        self.calls += 1
+        return text
+
+    @llm_completion_callback()
+    def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
+        return CompletionResponse(text=self._next())
+
+    @llm_completion_callback()
+    def stream_complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponseGen:
+        text = self._next()
+
+        def gen() -> Iterator[CompletionResponse]:
+            sofar = ""
+            for word in text.split(" "):
+                piece = word if not sofar else " " + word
+                sofar += piece
+                yield CompletionResponse(text=sofar, delta=piece)
+
+        return gen()
+
+
+class Recorder(BaseEventHandler):
+    events: list[BaseEvent] = Field(default_factory=list)
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "Recorder"
+
+    def handle(self, event: BaseEvent, **kwargs: Any) -> None:
+        self.events.append(event)
+
+
+@pytest.fixture
+def recorder() -> Iterator[Recorder]:
+    handler = Recorder(events=[])
+    root = get_dispatcher()
+    root.add_event_handler(handler)
+    yield handler
+    root.event_handlers.remove(handler)
+
+
+@pytest.fixture
+def index() -> VectorStoreIndex:
+    docs = [Document(text="The shop opens at nine."), Document(text="Returns are accepted within 30 days.")]
+    return VectorStoreIndex.from_documents(docs, embed_model=MockEmbedding(embed_dim=8))
+
+
+def guarded(*replies: str) -> GuardedLLM:
+    return GuardedLLM(llm=Scripted(replies=list(replies)), policy=POLICY)
+
+
+def test_chat_complete_and_streams_release_only_verified_text() -> None:
+    llm = guarded("Good one. BAD two. Three.", "Fine two. Three.")
+    assert llm.complete("hi").text == "Good one. Fine two. Three."
+    llm = guarded("Good one. BAD two. Three.", "Fine two. Three.")
+    deltas = [r.delta for r in llm.stream_chat([ChatMessage(role="user", content="hi")])]
+    assert "BAD" not in "".join(deltas) and "".join(deltas) == "Good one. Fine two. Three."
+    assert llm.metadata.model_name == "scripted"
+
+
+async def test_async_methods() -> None:
+    llm = guarded("Fine. Done.")
+    assert (await llm.achat([ChatMessage(role="user", content="x")])).message.content == "Fine. Done."
+    assert (await llm.acomplete("x")).text == "Fine. Done."
+    stream = await llm.astream_complete("x")
+    assert "".join([r.delta async for r in stream]) == "Fine. Done."
+    chat_stream = await llm.astream_chat([ChatMessage(role="user", content="x")])
+    responses = [r async for r in chat_stream]
+    assert responses[-1].additional_kwargs["guardrail"]["verdicts"] == 2
+
+
+def test_query_engine_with_settings_llm_and_rewind_events(index: VectorStoreIndex, recorder: Recorder) -> None:
+    Settings.llm = guarded("Opens at nine. BAD bit.", "Really at nine.")
+    try:
+        engine = index.as_query_engine()
+        answer = str(engine.query("When does the shop open?"))
+        assert answer == "Opens at nine. Really at nine." and "BAD" not in answer
+        rewinds = [e for e in recorder.events if isinstance(e, GuardrailRewindEvent)]
+        assert rewinds and rewinds[0].data["rules"] == ["no-bad"] and rewinds[0].span_id
+        Settings.llm = guarded("Streamed at nine. BAD.", "Fine.")
+        streaming = index.as_query_engine(streaming=True).query("When?")
+        text = "".join(streaming.response_gen)  # type: ignore[attr-defined]
+        assert text == "Streamed at nine. Fine."
+        rewind = [e for e in recorder.events if isinstance(e, GuardrailRewindEvent)][-1]
+        assert rewind.span_id  # fired while the stream was consumed, still under the call's span
+    finally:
+        Settings.llm = MockLLM()
+
+
+async def test_aquery_and_chat_engine(index: VectorStoreIndex) -> None:
+    Settings.llm = guarded("Async answer. Done.")
+    try:
+        assert str(await index.as_query_engine().aquery("x")) == "Async answer. Done."
+        chat = index.as_chat_engine(chat_mode="simple")
+        streamed = chat.stream_chat("Hello?")
+        assert "".join(streamed.response_gen) == "Async answer. Done."
+        astreamed = await chat.astream_chat("Again?")
+        assert "".join([t async for t in astreamed.async_response_gen()]) == "Async answer. Done."
+    finally:
+        Settings.llm = MockLLM()
+
+
+def test_function_calling_inner_gets_the_function_calling_variant() -> None:
+    from llama_index.core.llms import MockFunctionCallingLLM
+
+    llm = guard_llm(MockFunctionCallingLLM(), policy=POLICY)
+    assert isinstance(llm, GuardedFunctionCallingLLM) and llm.metadata.is_function_calling_model
+    assert isinstance(guard_llm(MockLLM(), policy=POLICY), GuardedLLM)
+
+
+@pytest.mark.slow
+def test_embedded_model_under_a_huggingface_llm_gets_token_level() -> None:
+    from guardrail.backends.embedded import load_embedded_model
+
+    model, tokenizer = load_embedded_model(progress=False)
+
+    class HFShaped(MockLLM):  # what llama-index-llms-huggingface's HuggingFaceLLM holds underneath
+        _model: Any = None
+        _tokenizer: Any = None
+
+    inner = HFShaped()
+    inner._model, inner._tokenizer = model, tokenizer
+    llm = GuardedLLM(llm=inner, policy=POLICY, max_tokens=16)
+    assert llm.guard.strategy.name == "token"
+    response = llm.complete("Say hello.")
+    assert response.text.strip()
+
+
+@pytest.mark.slow
+def test_openai_like_inner_llm_against_llama_cpp(llama_server: str, index: VectorStoreIndex) -> None:
+    from llama_index.llms.openai_like import OpenAILike
+
+    inner = OpenAILike(api_base=llama_server, api_key="unused", model="smollm2", is_chat_model=True, max_tokens=40)
+    Settings.llm = GuardedLLM(llm=inner, policy="no_pii")
+    try:
+        answer = str(index.as_query_engine().query("When does the shop open?"))
+        assert answer.strip()
+        stream = index.as_query_engine(streaming=True).query("What about returns?")
+        assert "".join(stream.response_gen).strip()  # type: ignore[attr-defined]
+    finally:
+        Settings.llm = MockLLM()
