@@ -39,12 +39,16 @@ class AuditSink:
         self._lock = threading.Lock()
         self._handle: TextIO | None = None
 
-    def record(self, event: Event, *, request_id: str, policy: str, prompt_sha256: str = "") -> None:
+    def record(
+        self, event: Event, *, request_id: str, policy: str, prompt_sha256: str = "", prompt_text: str | None = None
+    ) -> None:
         if event.type == "text":
             return
         data: dict[str, Any] = {"ts": round(time.time(), 3), "request_id": request_id, "policy": policy}
         if prompt_sha256:
             data["prompt_sha256"] = prompt_sha256
+        if prompt_text is not None:
+            data["prompt_text"] = prompt_text
         data.update(event.to_dict())
         if event.type == "final":
             data.pop("trace", None)  # the trace is already recorded event by event

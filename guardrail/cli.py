@@ -9,7 +9,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from guardrail.commands import chat, check, judge, serve
+from guardrail.commands import chat, check, evaluate, judge, serve
 
 __all__ = ["build_parser", "main"]
 
@@ -22,6 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     chat.add_parsers(sub)
     check.add_parsers(sub)
+    evaluate.add_parsers(sub)
     judge.add_parsers(sub)
     serve.add_parsers(sub)
     return parser

@@ -72,14 +72,16 @@ class RewindEvent:
     strategy: str = "sentence"
     cost: Cost = field(default_factory=Cost)
     rejected_text: str | None = None
+    prefix_text: str | None = None  # the accepted text the rejected part followed (only with rejected_text)
     type: Literal["rewind"] = "rewind"
 
     def to_dict(self) -> dict[str, Any]:
-        data = {k: v for k, v in asdict(self).items() if k not in {"cost", "rejected_text"}}
+        data = {k: v for k, v in asdict(self).items() if k not in {"cost", "rejected_text", "prefix_text"}}
         data["rules"] = list(self.rules)
         data["cost"] = self.cost.to_dict()
         if self.rejected_text is not None:
             data["rejected_text"] = self.rejected_text
+            data["prefix_text"] = self.prefix_text or ""
         return data
 
 

@@ -117,9 +117,11 @@ class Guard:
     def _record(self, event: Event, request: Request) -> None:
         if self.audit is not None:
             prompt = str(request.messages[-1].get("content") or "")
+            text = prompt if self.policy.audit.include_rejected_text else None
             self.audit.record(
-                event, request_id=request.request_id, policy=self.policy.name, prompt_sha256=text_hash(prompt)
-            )
+                event, request_id=request.request_id, policy=self.policy.name, prompt_sha256=text_hash(prompt),
+                prompt_text=text,
+            )  # fmt: skip
 
     # ------------------------------------------------------------------------------------------ the engine
 

@@ -20,14 +20,17 @@ __all__ = ["add_parsers", "build_guard", "describe"]
 _DIM, _RED, _YELLOW, _GREEN, _RESET = "\033[2m", "\033[31m", "\033[33m", "\033[32m", "\033[0m"
 
 
-def build_guard(args: argparse.Namespace) -> Any:
-    """The Guard that ``--policy``, ``--model``, ``--judge`` and ``--rewind`` describe (shared with serve)."""
+def build_guard(args: argparse.Namespace, *, judge_kind: str | None = None, audit_texts: bool = False) -> Any:
+    """The Guard that ``--policy``, ``--model``, ``--judge`` and ``--rewind`` describe (shared by chat, serve and
+    eval; ``judge_kind`` overrides ``--judge``; ``audit_texts`` makes the audit keep texts for export)."""
     from guardrail.backends.local import DEFAULT_MODEL_NAMES, LocalBackend, is_remote
     from guardrail.guard import Guard
     from guardrail.judges import build_judge, needs_scorer
     from guardrail.policy import load_policy
 
     policy = load_policy(args.policy)
+    if audit_texts:
+        policy = policy.model_copy(update={"audit": policy.audit.model_copy(update={"include_rejected_text": True})})
     if getattr(args, "rewind", None):
         update = {"mode": args.rewind} if args.rewind in {"token", "sentence", "off"} else {"strategy": args.rewind}
         if args.rewind in {"verify", "rain"}:
@@ -39,7 +42,7 @@ def build_guard(args: argparse.Namespace) -> Any:
         backend: Any = OpenAIBackend(args.model, model=args.model_name)
     else:
         backend = LocalBackend(path=args.model)
-    judge_kind = args.judge
+    judge_kind = judge_kind or args.judge
     embedded = not is_remote(args.model) and (args.model is None or str(args.model) in DEFAULT_MODEL_NAMES)
     if judge_kind == "auto":
         # The embedded 135M model cannot judge harm (its self-evaluation is near chance): rules the embedding

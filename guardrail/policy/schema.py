@@ -325,7 +325,9 @@ class AuditSettings(StrictModel):
     """What the audit sink records."""
 
     include_rejected_text: bool = Field(
-        False, description="Store rejected text itself; by default only its SHA-256 is stored."
+        False,
+        description="Store rejected text (and the prompt) itself, as `guardrail export` needs; by default only "
+        "SHA-256 hashes are stored.",
     )
 
 

@@ -293,7 +293,10 @@ class RainSearch:
                     state.budget.spend(len(child.tokens))
                     decoder.truncate(start)
                     root.children.remove(child)  # pruned: the search goes on at the same position
-                    yield self.owner._rewind_event(state, verdict, rejected, len(child.tokens), start, 1, verdict.cost)
+                    prefix = decoder.text(decoder.generated)
+                    yield self.owner._rewind_event(
+                        state, verdict, rejected, len(child.tokens), start, 1, verdict.cost, prefix
+                    )
                     continue
                 yield FallbackEvent(decision.action, decision.rules, decision.message)
             state.budget.progress()

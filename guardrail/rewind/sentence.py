@@ -219,6 +219,7 @@ class SentenceRewind:
                 yield FallbackEvent(outcome.decision.action, outcome.decision.rules, outcome.decision.message)  # type: ignore[arg-type]
                 return
             position = len(accepted)
+            prefix = "".join(unit.text for unit in accepted)
             if outcome.kind == "failed":
                 assert outcome.error is not None
                 wasted = outcome.wasted_tokens
@@ -250,6 +251,7 @@ class SentenceRewind:
                 reason=reason,  # type: ignore[arg-type]
                 strategy=self.name,
                 rejected_text=rejected_text if self.policy.audit.include_rejected_text else None,
+                prefix_text=prefix if self.policy.audit.include_rejected_text else None,
             )
             state.rewinds.append(event)
             yield event

@@ -66,7 +66,15 @@ class TokenRewind:
         return event
 
     def _rewind_event(
-        self, state: RunState, verdict: Verdict, rejected: str, tokens: int, back_to: int, attempt: int, cost: Cost
+        self,
+        state: RunState,
+        verdict: Verdict,
+        rejected: str,
+        tokens: int,
+        back_to: int,
+        attempt: int,
+        cost: Cost,
+        prefix: str = "",
     ) -> RewindEvent:
         event = RewindEvent(
             rules=verdict.rules,
@@ -80,6 +88,7 @@ class TokenRewind:
             strategy=self.name,
             cost=cost,
             rejected_text=rejected if self.policy.audit.include_rejected_text else None,
+            prefix_text=prefix if self.policy.audit.include_rejected_text else None,
         )
         state.rewinds.append(event)
         return event
@@ -140,9 +149,12 @@ class TokenRewind:
                 back_to = marks[-1]
                 state.budget.spend(len(decoder.ids) - back_to)
                 rejected_text = decoder.text(rejected)
+                prefix_text = decoder.text(decoder.ids[decoder.prompt_len : start])
                 decoder.truncate(back_to)
                 attempt += 1
-                yield self._rewind_event(state, verdict, rejected_text, len(rejected), back_to, attempt, verdict.cost)
+                yield self._rewind_event(
+                    state, verdict, rejected_text, len(rejected), back_to, attempt, verdict.cost, prefix_text
+                )
                 start = back_to
                 branches = decoder.fork(settings.candidates)
                 branches.grow(min(settings.chunk_tokens, max_new - len(decoder.generated)), search, distinct_first=True)
