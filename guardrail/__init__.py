@@ -2,13 +2,18 @@
 
 Example::
 
-    from guardrail import load_policy
-    policy = load_policy("harmless")
+    from guardrail import Guard, OpenAIBackend
+    guard = Guard("harmless", OpenAIBackend("http://127.0.0.1:8080/v1", model="smollm2"))
+    print(guard.invoke("How do I bake bread?").text)
 
 Importing this package loads no ML framework: torch, transformers, LangChain and LlamaIndex are imported
 only by the pieces that need them.
 """
 
+from guardrail.audit import AuditSink
+from guardrail.backends.base import StreamingBackend
+from guardrail.backends.local import LocalBackend
+from guardrail.backends.remote import OpenAIBackend
 from guardrail.errors import (
     BackendError,
     GuardrailError,
@@ -17,6 +22,9 @@ from guardrail.errors import (
     PolicyError,
     PolicyIssue,
 )
+from guardrail.events import FallbackEvent, FinalEvent, GuardResult, RewindEvent, TextEvent, VerdictEvent
+from guardrail.guard import Guard
+from guardrail.judges import Judge, Verdict, build_judge
 from guardrail.policy import Policy, Rule, builtin_policy_names, load_policy, parse_policy
 from guardrail.taxonomy import CATEGORIES
 
@@ -24,15 +32,29 @@ __version__ = "0.1.0"
 
 __all__ = [
     "CATEGORIES",
+    "AuditSink",
     "BackendError",
+    "FallbackEvent",
+    "FinalEvent",
+    "Guard",
+    "GuardResult",
     "GuardrailError",
     "GuardrailViolation",
+    "Judge",
     "JudgeError",
+    "LocalBackend",
+    "OpenAIBackend",
     "Policy",
     "PolicyError",
     "PolicyIssue",
+    "RewindEvent",
     "Rule",
+    "StreamingBackend",
+    "TextEvent",
+    "Verdict",
+    "VerdictEvent",
     "__version__",
+    "build_judge",
     "builtin_policy_names",
     "load_policy",
     "parse_policy",

@@ -13,7 +13,20 @@ def test_top_level_exports() -> None:
     assert sorted(guardrail.__all__) == sorted(
         [
             "CATEGORIES",
+            "AuditSink",
             "BackendError",
+            "FallbackEvent",
+            "FinalEvent",
+            "Guard",
+            "GuardResult",
+            "Judge",
+            "LocalBackend",
+            "OpenAIBackend",
+            "RewindEvent",
+            "StreamingBackend",
+            "TextEvent",
+            "Verdict",
+            "VerdictEvent",
             "GuardrailError",
             "GuardrailViolation",
             "JudgeError",
@@ -22,6 +35,7 @@ def test_top_level_exports() -> None:
             "PolicyIssue",
             "Rule",
             "__version__",
+            "build_judge",
             "builtin_policy_names",
             "load_policy",
             "parse_policy",
@@ -39,7 +53,7 @@ def test_policy_exports() -> None:
 
 def test_import_loads_no_framework() -> None:
     code = (
-        "import guardrail, guardrail.cli, guardrail.policy, sys; "
+        "import guardrail, guardrail.cli, guardrail.policy, guardrail.guard, guardrail.judges, sys; "
         "heavy = {'torch', 'transformers', 'langchain_core', 'llama_index'} & set(sys.modules); "
         "assert not heavy, heavy"
     )

@@ -15,15 +15,27 @@ from typing import IO, Any
 from guardrail.errors import BackendError, GuardrailError, GuardrailViolation, JudgeError, PolicyError
 from guardrail.events import Event, FallbackEvent, FinalEvent, RewindEvent, TextEvent, VerdictEvent
 
-__all__ = ["add_parsers", "build_guard", "describe"]
+__all__ = ["add_parsers", "build_guard", "describe", "make_backend"]
 
 _DIM, _RED, _YELLOW, _GREEN, _RESET = "\033[2m", "\033[31m", "\033[33m", "\033[32m", "\033[0m"
+
+
+def make_backend(model: str | None, model_name: str | None = None) -> Any:
+    """The backend ``--model`` names: an OpenAI-compatible base URL, a local model path, or the embedded default."""
+    from guardrail.backends.local import LocalBackend, is_remote
+
+    if is_remote(model):
+        from guardrail.backends.remote import OpenAIBackend
+
+        assert model is not None
+        return OpenAIBackend(model, model=model_name)
+    return LocalBackend(path=model)
 
 
 def build_guard(args: argparse.Namespace, *, judge_kind: str | None = None, audit_texts: bool = False) -> Any:
     """The Guard that ``--policy``, ``--model``, ``--judge`` and ``--rewind`` describe (shared by chat, serve and
     eval; ``judge_kind`` overrides ``--judge``; ``audit_texts`` makes the audit keep texts for export)."""
-    from guardrail.backends.local import DEFAULT_MODEL_NAMES, LocalBackend, is_remote
+    from guardrail.backends.local import DEFAULT_MODEL_NAMES, is_remote
     from guardrail.guard import Guard
     from guardrail.judges import build_judge, needs_scorer
     from guardrail.policy import load_policy
@@ -36,12 +48,7 @@ def build_guard(args: argparse.Namespace, *, judge_kind: str | None = None, audi
         if args.rewind in {"verify", "rain"}:
             update["mode"] = "auto"
         policy = policy.model_copy(update={"rewind": policy.rewind.model_copy(update=update)})
-    if is_remote(args.model):
-        from guardrail.backends.remote import OpenAIBackend
-
-        backend: Any = OpenAIBackend(args.model, model=args.model_name)
-    else:
-        backend = LocalBackend(path=args.model)
+    backend = make_backend(args.model, args.model_name)
     judge_kind = judge_kind or args.judge
     embedded = not is_remote(args.model) and (args.model is None or str(args.model) in DEFAULT_MODEL_NAMES)
     if judge_kind == "auto":

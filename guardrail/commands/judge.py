@@ -22,19 +22,11 @@ __all__ = ["add_parsers", "make_scorer", "parse_line"]
 
 
 def make_scorer(model: str | None, model_name: str | None = None) -> OptionScorer:
-    """The self-evaluation scorer for ``--model``: an OpenAI-compatible base URL, a local path, or the default."""
-    from guardrail.backends.local import is_remote
+    """The self-evaluation scorer of the model ``--model`` names (see ``make_backend``)."""
+    from guardrail.commands.chat import make_backend
 
-    if is_remote(model):
-        from guardrail.backends.openai import OpenAIClient
-        from guardrail.judges.scorers import LogprobScorer
-
-        assert model is not None
-        return LogprobScorer(OpenAIClient(model, model=model_name))
-    from guardrail.backends.local import load_local_model
-    from guardrail.judges.local_scorer import LocalScorer
-
-    return LocalScorer(*load_local_model(model))
+    scorer: OptionScorer = make_backend(model, model_name).self_scorer()
+    return scorer
 
 
 def parse_line(line: str) -> tuple[str, str, Any]:
