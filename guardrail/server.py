@@ -9,6 +9,7 @@ response, and of the last streamed chunk); only verified text is streamed. Optio
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import time
@@ -67,7 +68,7 @@ class _Handler:
         )
 
     async def completions(self, request: Any) -> Any:
-        from starlette.responses import JSONResponse, StreamingResponse
+        from starlette.responses import JSONResponse
 
         if not self.authorized(request):
             return _error(401, "missing or wrong API key (Authorization: Bearer ...)", "authentication_error")
@@ -89,7 +90,7 @@ class _Handler:
         created = int(time.time())
         if body.get("stream"):
             usage = bool((body.get("stream_options") or {}).get("include_usage"))
-            return StreamingResponse(
+            return _stream_response()(
                 self._stream(chat, params, created, usage), media_type="text/event-stream",
                 headers={"Cache-Control": "no-cache"},
             )  # fmt: skip
@@ -155,6 +156,28 @@ class _Handler:
         finally:
             await events.aclose()  # type: ignore[attr-defined]  # a disconnect lands here: upstream work stops
         yield "data: [DONE]\n\n"
+
+
+def _stream_response() -> Any:
+    """A StreamingResponse that notices a client leaving while nothing is being sent, and always closes its
+    body iterator, so the guard (and through it the upstream request) stops at once."""
+    from starlette.responses import StreamingResponse
+
+    class DisconnectAwareStream(StreamingResponse):
+        async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+            streaming = asyncio.ensure_future(self.stream_response(send))
+            listening = asyncio.ensure_future(self.listen_for_disconnect(receive))
+            try:
+                await asyncio.wait({streaming, listening}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for task in (streaming, listening):
+                    task.cancel()
+                await asyncio.gather(streaming, listening, return_exceptions=True)
+                close = getattr(self.body_iterator, "aclose", None)
+                if close is not None:
+                    await close()
+
+    return DisconnectAwareStream
 
 
 def create_app(guard: Guard, *, model_name: str = "guarded", api_keys: Iterable[str] = ()) -> Any:

@@ -38,6 +38,13 @@ _END = object()
 
 
 @dataclass
+class _Fatal:
+    """A backend failure before any output: not worth a regeneration."""
+
+    error: BackendError
+
+
+@dataclass
 class _Unit:
     text: str
     tokens: int
@@ -107,9 +114,11 @@ class SentenceRewind:
     async def _produce(self, messages: list[Message], params: GenerationParams, queue: asyncio.Queue[object]) -> None:
         buffer = SentenceBuffer(self.policy.rewind.max_window_chars)
         tokens = 0
+        started = False
         stream = self.backend.astream(messages, params)
         try:
             async for chunk in stream:
+                started = True
                 tokens += chunk.tokens
                 if chunk.usage or chunk.tool_calls:
                     await queue.put(chunk)
@@ -120,7 +129,8 @@ class SentenceRewind:
             if rest:
                 await queue.put(_Unit(rest, tokens, last=True))
         except BackendError as err:
-            await queue.put(err)
+            # before any output the client has already retried: regenerating would only repeat the failure
+            await queue.put(err if started else _Fatal(err))
         finally:
             await stream.aclose()  # type: ignore[attr-defined]
             await queue.put(_END)
@@ -142,6 +152,8 @@ class SentenceRewind:
                 if item is _END:
                     yield _Outcome("done")
                     return
+                if isinstance(item, _Fatal):
+                    raise item.error
                 if isinstance(item, BackendError):
                     yield _Outcome("failed", error=item, wasted_tokens=_drain_tokens(queue))
                     return
