@@ -9,6 +9,7 @@ or an environment variable and never appears in an error, a log line or ``repr``
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
 import random
@@ -168,46 +169,41 @@ class OpenAIClient:
 
     # ------------------------------------------------------------------------------------------ requests
 
+    def _retry_in(self, what: str, attempt: int, outcome: httpx.Response | httpx.TransportError) -> float:
+        """Seconds to wait before retrying after ``outcome`` (a bad response or a transport error), or the
+        typed error that ends the request. Shared by the four request methods; only their I/O differs."""
+        delay = self.retry.delay(attempt, outcome if isinstance(outcome, httpx.Response) else None)
+        if delay is None:
+            raise self._fail(what, outcome)
+        return delay
+
     def chat(self, messages: Sequence[Message], **params: Any) -> dict[str, Any]:
         """One non-streamed chat completion (the response JSON), retried per ``RetryPolicy``."""
         payload = self._payload(messages, False, params)
-        attempt = 0
-        while True:
-            response: httpx.Response | None = None
+        for attempt in itertools.count():
             try:
                 response = self._client().post(self._url("chat/completions"), json=payload)
-                if response.status_code == 200:
-                    return _json(response.content, self.base_url)
             except httpx.TransportError as err:
-                delay = self.retry.delay(attempt, None)
-                if delay is None:
-                    raise self._fail("chat completion failed", err) from None
-            else:
-                delay = self.retry.delay(attempt, response)
-                if delay is None:
-                    raise self._fail("chat completion failed", response)
-            time.sleep(delay)
-            attempt += 1
+                time.sleep(self._retry_in("chat completion failed", attempt, err))
+                continue
+            if response.status_code == 200:
+                return _json(response.content, self.base_url)
+            time.sleep(self._retry_in("chat completion failed", attempt, response))
+        raise AssertionError("unreachable")  # pragma: no cover
 
     async def achat(self, messages: Sequence[Message], **params: Any) -> dict[str, Any]:
         """``chat`` for asyncio."""
         payload = self._payload(messages, False, params)
-        attempt = 0
-        while True:
+        for attempt in itertools.count():
             try:
                 response = await self._aclient().post(self._url("chat/completions"), json=payload)
-                if response.status_code == 200:
-                    return _json(response.content, self.base_url)
             except httpx.TransportError as err:
-                delay = self.retry.delay(attempt, None)
-                if delay is None:
-                    raise self._fail("chat completion failed", err) from None
-            else:
-                delay = self.retry.delay(attempt, response)
-                if delay is None:
-                    raise self._fail("chat completion failed", response)
-            await asyncio.sleep(delay)
-            attempt += 1
+                await asyncio.sleep(self._retry_in("chat completion failed", attempt, err))
+                continue
+            if response.status_code == 200:
+                return _json(response.content, self.base_url)
+            await asyncio.sleep(self._retry_in("chat completion failed", attempt, response))
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def stream_chat(self, messages: Sequence[Message], **params: Any) -> Iterator[ChatDelta]:
         """Stream a chat completion; retried only until the first delta has been yielded."""
@@ -224,15 +220,11 @@ class OpenAIClient:
                                 yield delta
                         return
                     response.read()
-                    delay = self.retry.delay(attempt, response)
-                    if delay is None:
-                        raise self._fail("streamed chat completion failed", response)
+                    delay = self._retry_in("streamed chat completion failed", attempt, response)
             except httpx.TransportError as err:
                 if started:
                     raise self._fail("stream broke off", err) from None
-                delay = self.retry.delay(attempt, None)
-                if delay is None:
-                    raise self._fail("streamed chat completion failed", err) from None
+                delay = self._retry_in("streamed chat completion failed", attempt, err)
             time.sleep(delay)
             attempt += 1
 
@@ -251,15 +243,11 @@ class OpenAIClient:
                                 yield delta
                         return
                     await response.aread()
-                    delay = self.retry.delay(attempt, response)
-                    if delay is None:
-                        raise self._fail("streamed chat completion failed", response)
+                    delay = self._retry_in("streamed chat completion failed", attempt, response)
             except httpx.TransportError as err:
                 if started:
                     raise self._fail("stream broke off", err) from None
-                delay = self.retry.delay(attempt, None)
-                if delay is None:
-                    raise self._fail("streamed chat completion failed", err) from None
+                delay = self._retry_in("streamed chat completion failed", attempt, err)
             await asyncio.sleep(delay)
             attempt += 1
 
