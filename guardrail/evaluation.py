@@ -177,7 +177,8 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
     for row in rows:
         if not row.get("variant_of"):
             by[(row["mode"], row["category"])].append(row)
-            by[(row["mode"], "*")].append(row)
+            if row["category"] != "benign":  # "all" is the test prompts; benign ones only give over-refusal
+                by[(row["mode"], "*")].append(row)
     summary: dict[str, Any] = {"modes": {}}
     for mode in MODES:
         categories = {}

@@ -41,7 +41,7 @@ def _chart(summary: dict[str, Any], key: str, title: str, path: Path) -> bool:
     ax.set_ylim(0, 110)
     ax.set_ylabel("%")
     ax.set_title(title)
-    ax.legend(loc="lower right")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -88,7 +88,7 @@ def run_eval(args: argparse.Namespace) -> int:
 def run_export(args: argparse.Namespace) -> int:
     from guardrail.export import dpo_pairs, sft_records, write_jsonl
 
-    run = Path(args.run)
+    run = Path(args.run_dir)
     audit = Path(args.audit) if args.audit else run / "audit.jsonl"
     try:
         pairs, stats = dpo_pairs(audit)
@@ -137,7 +137,7 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     ev.set_defaults(run=run_eval, max_tokens=96)
 
     ex = sub.add_parser("export", help="alignment data (DPO pairs, SFT records) from a guarded run")
-    ex.add_argument("--run", default="eval-run", help="a `guardrail eval` run folder")
+    ex.add_argument("--run", dest="run_dir", default="eval-run", help="a `guardrail eval` run folder")
     ex.add_argument("--audit", help="an audit file (default: RUN/audit.jsonl)")
     ex.add_argument("--out", default="alignment-data", help="output folder (dpo.jsonl, sft.jsonl)")
     ex.set_defaults(run=run_export)
