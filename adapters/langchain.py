@@ -13,6 +13,7 @@ reached underneath and get token-level rewind; nothing here needs langchain-hugg
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import json
 from collections.abc import AsyncIterator, Iterator, Sequence
@@ -117,7 +118,12 @@ class LangChainBackend(StreamingBackend):
     async def astream(self, messages: Sequence[Message], params: GenerationParams) -> AsyncIterator[Chunk]:
         config = _RUN_CONFIG.get()
         kwargs: dict[str, Any] = {"stop": list(params.stop)} if params.stop else {}
-        async for piece in self._bound(params).astream(to_langchain(messages), config=config, **kwargs):
+        model, inputs = self._bound(params), to_langchain(messages)
+        if _sync.called_from_sync():  # the caller is sync: the model's async clients may belong to another loop
+            pieces: AsyncIterator[Any] = _sync.thread_iterate(lambda: model.stream(inputs, config=config, **kwargs))
+        else:
+            pieces = model.astream(inputs, config=config, **kwargs)
+        async for piece in pieces:
             usage = getattr(piece, "usage_metadata", None)
             calls = tuple(getattr(piece, "tool_call_chunks", None) or _as_chunks(getattr(piece, "tool_calls", None)))
             text = _text(piece)
@@ -135,6 +141,8 @@ class LangChainBackend(StreamingBackend):
             return _text(self.model.invoke(to_langchain(messages), config=internal()))
 
         async def agenerate(messages: list[dict[str, str]]) -> str:
+            if _sync.called_from_sync():
+                return await asyncio.to_thread(generate, messages)
             return _text(await self.model.ainvoke(to_langchain(messages), config=internal()))
 
         return TextScorer(generate, agenerate)

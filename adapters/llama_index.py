@@ -14,6 +14,7 @@ underneath for token-level rewind; nothing here needs that package.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -129,10 +130,17 @@ class LlamaIndexBackend(StreamingBackend):
 
     async def astream(self, messages: Sequence[Message], params: GenerationParams) -> AsyncIterator[Chunk]:
         kwargs = dict(params.extra.get("llama_index_kwargs") or {})
-        if self.llm.metadata.is_chat_model:
-            stream: Any = await self.llm.astream_chat(_to_chat(messages), **kwargs)
+        chat, llm = _to_chat(messages), self.llm
+        stream: Any
+        if _sync.called_from_sync():  # the caller is sync: the LLM's async clients may belong to another loop
+            if llm.metadata.is_chat_model:
+                stream = _sync.thread_iterate(lambda: llm.stream_chat(chat, **kwargs))
+            else:
+                stream = _sync.thread_iterate(lambda: llm.stream_complete(llm.messages_to_prompt(chat), formatted=True))
+        elif llm.metadata.is_chat_model:
+            stream = await llm.astream_chat(chat, **kwargs)
         else:
-            stream = await self.llm.astream_complete(self.llm.messages_to_prompt(_to_chat(messages)), formatted=True)
+            stream = await llm.astream_complete(llm.messages_to_prompt(chat), formatted=True)
         last: Any = None
         async for response in stream:
             last = response
@@ -147,6 +155,8 @@ class LlamaIndexBackend(StreamingBackend):
             return str(self.llm.chat(_to_chat(messages)).message.content or "")
 
         async def agenerate(messages: list[dict[str, str]]) -> str:
+            if _sync.called_from_sync():
+                return await asyncio.to_thread(generate, messages)
             return str((await self.llm.achat(_to_chat(messages))).message.content or "")
 
         return TextScorer(generate, agenerate)

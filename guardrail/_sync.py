@@ -7,15 +7,54 @@ and works when the caller already runs a loop of its own (a notebook, a sync cal
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import queue
 import threading
-from collections.abc import AsyncIterator, Coroutine, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Iterator
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any, TypeVar
 
-__all__ = ["iterate", "run"]
+__all__ = ["called_from_sync", "iterate", "run", "thread_iterate"]
 
 T = TypeVar("T")
 _ITEM, _END, _ERROR = 0, 1, 2
+_SYNC_CALLER: contextvars.ContextVar[bool] = contextvars.ContextVar("guardrail_sync_caller", default=False)
+
+
+def called_from_sync() -> bool:
+    """True inside work started by ``run`` / ``iterate``: a framework model should then be driven through its sync
+    API (in a worker thread), since its async clients may be bound to another event loop."""
+    return _SYNC_CALLER.get()
+
+
+async def thread_iterate(
+    make: Callable[[], Iterable[T]], lock: AbstractContextManager[Any] | None = None
+) -> AsyncIterator[T]:
+    """A sync iterable, advanced step by step in a worker thread (holding ``lock`` for each step)."""
+    guard = lock if lock is not None else nullcontext()
+    done = object()
+
+    def start() -> Iterator[T]:
+        with guard:
+            return iter(make())
+
+    def step(iterator: Iterator[T]) -> Any:
+        with guard:
+            return next(iterator, done)
+
+    iterator = await asyncio.to_thread(start)
+    try:
+        while True:
+            item = await asyncio.to_thread(step, iterator)
+            if item is done:
+                return
+            yield item
+    finally:
+        close = getattr(iterator, "close", None)
+        if close is not None:
+            await asyncio.to_thread(close)
+
+
 _loop: asyncio.AbstractEventLoop | None = None
 _lock = threading.Lock()
 
@@ -32,7 +71,12 @@ def _background_loop() -> asyncio.AbstractEventLoop:
 
 def run(coro: Coroutine[Any, Any, T]) -> T:
     """Run ``coro`` to completion on the background loop and return its result (or raise its error)."""
-    return asyncio.run_coroutine_threadsafe(coro, _background_loop()).result()
+
+    async def as_sync_caller() -> T:
+        _SYNC_CALLER.set(True)
+        return await coro
+
+    return asyncio.run_coroutine_threadsafe(as_sync_caller(), _background_loop()).result()
 
 
 def iterate(agen: AsyncIterator[T]) -> Iterator[T]:
@@ -45,6 +89,7 @@ def iterate(agen: AsyncIterator[T]) -> Iterator[T]:
     finished = threading.Event()
 
     async def pump() -> None:
+        _SYNC_CALLER.set(True)
         try:
             async for item in agen:
                 results.put((_ITEM, item))

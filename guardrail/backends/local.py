@@ -3,12 +3,12 @@ backend that gives the Guard its token ids and KV cache."""
 
 from __future__ import annotations
 
-import asyncio
 import threading
 from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
+from guardrail import _sync
 from guardrail.backends.base import Chunk, GenerationParams, Message, StreamingBackend
 from guardrail.backends.embedded import load_embedded_model
 from guardrail.errors import BackendError
@@ -90,24 +90,8 @@ class LocalBackend(StreamingBackend):
 
     async def iterate(self, steps: Iterator[T]) -> AsyncIterator[T]:
         """Run a sync generator step by step in a worker thread, holding the model lock for each step."""
-
-        def advance() -> tuple[bool, T | None]:
-            with self.lock:
-                try:
-                    return True, next(steps)
-                except StopIteration:
-                    return False, None
-
-        try:
-            while True:
-                more, item = await asyncio.to_thread(advance)
-                if not more:
-                    return
-                yield item  # type: ignore[misc]
-        finally:
-            close = getattr(steps, "close", None)
-            if close is not None:
-                await asyncio.to_thread(close)
+        async for item in _sync.thread_iterate(lambda: steps, self.lock):
+            yield item
 
     def _plain(self, messages: Sequence[Message], params: GenerationParams) -> Iterator[Chunk]:
         from guardrail.rewind.decoder import Decoder, Sampling, TextEmitter
