@@ -6,6 +6,7 @@ Exit codes: 0 success, 1 invalid policy or input, 2 usage error.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -37,7 +38,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.close()
         return 0
     except KeyboardInterrupt:
-        return 130
+        # work in flight may sit in a worker thread inside torch; everything worth keeping is already flushed
+        # (guardrail eval writes each result line as it goes), so leave at once instead of waiting for it
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(130)
     return code
 
 

@@ -75,7 +75,7 @@ def run_eval(args: argparse.Namespace) -> int:
         Evaluation(guard, judge, args.out, max_tokens=args.max_tokens, seed=args.seed, meta=meta).run(prompts)
     except KeyboardInterrupt:
         print(f"\n[eval] interrupted; run the same command again to resume from {args.out}", file=sys.stderr)
-        return 130
+        raise  # the CLI leaves at once (exit 130)
     except (BackendError, GuardrailError) as err:
         print(f"\nguardrail eval: {err}", file=sys.stderr)
         return 1
