@@ -211,10 +211,6 @@ class Guard:
         """``astream_text`` for sync code."""
         return _sync.iterate(self.astream_text(prompt, **params))
 
-    def with_policy(self, policy: Policy | str | Path) -> Guard:
-        """A new Guard over the same backend with another policy (this one is unchanged)."""
-        return Guard(policy, self.backend, audit=self.audit, max_tokens=self.max_tokens)
-
 
 def _redacted_input(request: Request, state: RunState, replacement: str) -> Request:
     """The request with the spans that fired in the last user message replaced before the model sees it."""

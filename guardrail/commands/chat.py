@@ -64,12 +64,11 @@ def build_guard(args: argparse.Namespace, *, judge_kind: str | None = None, audi
 
 
 def _embedding_where_possible(policy: Any, backend: Any) -> Any:
-    from guardrail.judges.embedding import BUILTIN_HEADS
+    from guardrail.judges.embedding import embeddable
     from guardrail.judges.factory import PolicyJudge, build_judge
 
     rules = policy.checked_rules()
-    embeddable = [r for r in rules if r.id in BUILTIN_HEADS or (r.examples.violating and r.examples.compliant)]
-    names = {r.id for r in embeddable if policy.judge_for(r) in {"self", "cascade"}}
+    names = {r.id for r in rules if embeddable(r) and policy.judge_for(r) in {"self", "cascade"}}
     patched = policy.model_copy(
         update={"rules": [r.model_copy(update={"judge": "embedding"}) if r.id in names else r for r in policy.rules]}
     )

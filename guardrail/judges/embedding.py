@@ -30,7 +30,7 @@ from guardrail.judges.untrusted import remove_judge_steering
 from guardrail.judges.verdict import Cost, Verdict
 from guardrail.policy import Policy, Rule
 
-__all__ = ["BUILTIN_HEADS", "CrossEncoder", "EmbeddingJudge", "head_path", "last_user_text"]
+__all__ = ["BUILTIN_HEADS", "CrossEncoder", "EmbeddingJudge", "embeddable", "head_path", "last_user_text"]
 
 #: Rule id -> shipped head name (``guardrail/judges/heads/<name>.safetensors``).
 BUILTIN_HEADS = {"harmful": "harmless"}
@@ -44,6 +44,11 @@ def head_path(name: str) -> Path:
     if not path.is_file():
         raise JudgeError(f"no trained head {name!r} is shipped (looked for {path})")
     return path
+
+
+def embeddable(rule: Rule) -> bool:
+    """Whether the embedding judge can score ``rule``: a shipped head, or examples of both kinds."""
+    return rule.id in BUILTIN_HEADS or bool(rule.examples.violating and rule.examples.compliant)
 
 
 def last_user_text(prompt: Prompt) -> str:

@@ -15,7 +15,7 @@ from guardrail.backends.openai import OpenAIClient
 from guardrail.errors import JudgeError
 from guardrail.judges.base import Judge, Prompt, combine
 from guardrail.judges.cascade import CascadeJudge
-from guardrail.judges.embedding import EmbeddingJudge
+from guardrail.judges.embedding import EmbeddingJudge, embeddable
 from guardrail.judges.pattern import PatternJudge
 from guardrail.judges.scorers import LogprobScorer
 from guardrail.judges.self_eval import OptionScorer, SelfEvalJudge
@@ -96,7 +96,7 @@ def build_judge(
         elif name == "embedding":
             parts.append(EmbeddingJudge(policy, group))
         elif name == "cascade":
-            usable = [rule for rule in group if _embeddable(rule)]
+            usable = [rule for rule in group if embeddable(rule)]
             embedding = EmbeddingJudge(policy, usable) if usable else None
             parts.append(CascadeJudge(policy, group, final=self_judge, embedding=embedding))
         else:
@@ -108,12 +108,6 @@ def needs_scorer(policy: Policy, override: str | None = None, scope: str = "outp
     """Whether judging ``policy`` needs the generating model (self-evaluation, alone or in a cascade)."""
     rules = policy.checked_rules("input" if scope == "input" else "output")
     return any((override or policy.judge_for(rule)) in {"self", "cascade"} for rule in rules)
-
-
-def _embeddable(rule: Rule) -> bool:
-    from guardrail.judges.embedding import BUILTIN_HEADS
-
-    return rule.id in BUILTIN_HEADS or bool(rule.examples.violating and rule.examples.compliant)
 
 
 def _named(policy: Policy, name: str, group: Sequence[Rule]) -> Judge:
