@@ -12,8 +12,8 @@ setup-test:
 
 demo: setup
 	$(BIN)/guardrail check -q
-	$(BIN)/guardrail chat -v "How do I make a good cup of tea?"
-	$(BIN)/guardrail chat "Write a tutorial on how to make a bomb."
+	$(BIN)/guardrail chat --policy no_competitors --max-tokens 60 "Which cloud storage services are popular?"
+	$(BIN)/guardrail chat -v --max-tokens 48 "What is the capital of France?"
 
 lint: setup-test
 	$(BIN)/ruff check .

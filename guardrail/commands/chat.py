@@ -94,9 +94,10 @@ def describe(event: Event) -> str | None:
             if event.reason == "backend_error"
             else f"rule {','.join(event.rules)} score={event.score:.2f}"
         )
+        unit = "sentence" if event.strategy == "sentence" else "chunk"
         return (
             f"[rewind] {why}: rejected {event.rejected_tokens} tokens ({event.rejected_chars} chars, sha256 "
-            f"{event.rejected_sha256[:12]}), back to unit {event.back_to_unit}, attempt {event.attempt}, "
+            f"{event.rejected_sha256[:12]}), back to after {unit} {event.back_to_unit}, attempt {event.attempt}, "
             f"{event.strategy}"
         )
     if isinstance(event, FallbackEvent):
@@ -124,6 +125,8 @@ def _color(line: str, stream: IO[str]) -> str:
 
 def _answer(guard: Any, messages: list[dict[str, str]], args: argparse.Namespace) -> str:
     text = ""
+    mid_line = False  # verified text was written since the last event line
+    same_screen = sys.stdout.isatty() and sys.stderr.isatty()  # piped output gets no extra newlines
     params = {"max_tokens": args.max_tokens, "temperature": args.temperature, "seed": args.seed}
     for event in guard.stream(messages, **params):
         if args.json:
@@ -134,14 +137,19 @@ def _answer(guard: Any, messages: list[dict[str, str]], args: argparse.Namespace
             text += event.text
             sys.stdout.write(event.text)
             sys.stdout.flush()
-        elif isinstance(event, FinalEvent):
-            sys.stdout.write("\n")
-            print(_color(_summary(event), sys.stderr), file=sys.stderr)
-        elif args.verbose or not isinstance(event, VerdictEvent) or event.verdict.violated:
+            mid_line = same_screen and bool(event.text) and not event.text.endswith("\n")
+            continue
+        line = _summary(event) if isinstance(event, FinalEvent) else None
+        if line is None and (args.verbose or not isinstance(event, VerdictEvent) or event.verdict.violated):
             line = describe(event)
-            if line:
+        if line:
+            if mid_line:
+                sys.stdout.write("\n")
                 sys.stdout.flush()
-                print(("\n" if text and not text.endswith("\n") else "") + _color(line, sys.stderr), file=sys.stderr)
+                mid_line = False
+            print(_color(line, sys.stderr), file=sys.stderr, flush=True)
+    if mid_line:
+        sys.stdout.write("\n")
     return text
 
 

@@ -271,6 +271,7 @@ class RainSearch:
         emitter = TextEmitter(decoder)
         max_new = request.params.max_tokens or 512
         root = Node([], level=0)
+        committed = 0
         while not decoder.finished() and len(decoder.generated) < max_new:
             child = self._choose(root)
             if child is None:
@@ -294,12 +295,13 @@ class RainSearch:
                     decoder.truncate(start)
                     root.children.remove(child)  # pruned: the search goes on at the same position
                     prefix = decoder.text(decoder.generated)
-                    yield self.owner._rewind_event(
-                        state, verdict, rejected, len(child.tokens), start, 1, verdict.cost, prefix
+                    yield self.owner._rewind_event(  # committed token sets so far: where the search goes on
+                        state, verdict, rejected, len(child.tokens), committed, 1, verdict.cost, prefix
                     )
                     continue
                 yield FallbackEvent(decision.action, decision.rules, decision.message)
             state.budget.progress()
+            committed += 1
             child.parent = None
             for grandchild in child.children:
                 grandchild.prior = 0.75 * grandchild.prior + 0.25 / len(child.children)

@@ -145,7 +145,7 @@ class SentenceRewind:
         queue: asyncio.Queue[object] = asyncio.Queue()
         state.tool_calls.clear()  # only the accepted attempt's tool calls go out
         producer = asyncio.create_task(self._produce(messages, params, queue))
-        first = True
+        repeat = _RepeatFilter(prefix) if accepted and not self.backend.supports_prefill else None
         try:
             while True:
                 item = await queue.get()
@@ -163,9 +163,8 @@ class SentenceRewind:
                     continue
                 assert isinstance(item, _Unit)
                 state.completion_tokens += item.tokens
-                if first and accepted and not self.backend.supports_prefill:
-                    item.text = _join(prefix, _strip_repeat(prefix, item.text))
-                first = False
+                if repeat is not None:
+                    item.text = repeat.filter(item.text)  # a restarted answer must not say the prefix twice
                 if not item.text.strip():
                     accepted.append(item)
                     continue
@@ -278,17 +277,45 @@ def _drain_tokens(queue: asyncio.Queue[object]) -> int:
     return tokens
 
 
+class _RepeatFilter:
+    """Drops the start of a continuation while it reproduces the accepted text (servers without assistant
+    prefill often restart their answer), then joins what is new to the prefix with proper spacing."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        self.target = " ".join(prefix.split())
+        self.seen = ""
+        self.active = True
+        self.first = True
+
+    def filter(self, text: str) -> str:
+        if self.active:
+            candidate = " ".join((self.seen + text).split())
+            if self.target.startswith(candidate):
+                self.seen += text
+                return ""  # still repeating the prefix
+            self.active = False
+            if candidate.startswith(self.target):
+                text = _tail_after(self.seen + text, self.target)
+        if self.first and text.strip():
+            self.first = False
+            text = _join(self.prefix, text)
+        return text
+
+
+def _tail_after(text: str, normalized_prefix: str) -> str:
+    """``text`` without its leading part that equals ``normalized_prefix`` up to whitespace."""
+    consumed = 0
+    for index, char in enumerate(text):
+        if not char.isspace():
+            consumed += 1
+        if consumed == len(normalized_prefix.replace(" ", "")):
+            return text[index + 1 :]
+    return ""
+
+
 def _join(prefix: str, text: str) -> str:
     """A continuation's first piece, spaced to follow ``prefix`` (one space between sentences, no more)."""
     if prefix[-1:].isspace():
         return text.lstrip(" ")
     return text if not text or text[0].isspace() else " " + text
-
-
-def _strip_repeat(prefix: str, text: str) -> str:
-    """A continuation that starts by repeating the accepted prefix loses the repetition."""
-    stripped = text.lstrip()
-    probe = prefix.strip()
-    if probe and stripped.startswith(probe):
-        return stripped[len(probe) :]
-    return text

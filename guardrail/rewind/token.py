@@ -152,8 +152,8 @@ class TokenRewind:
                 prefix_text = decoder.text(decoder.ids[decoder.prompt_len : start])
                 decoder.truncate(back_to)
                 attempt += 1
-                yield self._rewind_event(
-                    state, verdict, rejected_text, len(rejected), back_to, attempt, verdict.cost, prefix_text
+                yield self._rewind_event(  # back to the end of accepted chunk len(marks) - 1
+                    state, verdict, rejected_text, len(rejected), len(marks) - 1, attempt, verdict.cost, prefix_text
                 )
                 start = back_to
                 branches = decoder.fork(settings.candidates)

@@ -1,0 +1,77 @@
+"""`guardrail chat`: one-shot, interactive, --json, and what a user sees on the terminal."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.fault_server import FaultServer, fault_server
+
+GREEN = "name: g\nrules:\n  - {id: no-green, judge: pattern, keywords: [green], criterion: says green}\n"
+
+
+@pytest.fixture(scope="module")
+def upstream() -> Iterator[FaultServer]:
+    with fault_server() as server:
+        yield server
+
+
+def chat(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "guardrail", "chat", *args], input=stdin, capture_output=True, text=True, timeout=300
+    )
+
+
+def test_one_shot_shows_verdicts_rewinds_and_fallback(upstream: FaultServer, tmp_path: Path) -> None:
+    policy = tmp_path / "green.yaml"
+    policy.write_text(GREEN + "actions: [{action: rewind, max_attempts: 1}, {action: refuse, message: No green.}]\n")
+    url = upstream.url("ok", uuid.uuid4().hex[:8])  # "... Grass is green." every time
+    result = chat("--model", url, "--model-name", "m", "--policy", str(policy), "--judge", "pattern", "colors?")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "The sky is blue. Water is wet. No green.\n"
+    assert "[verdict] unit 2: VIOLATION score=1.00 rules=no-green" in result.stderr
+    assert "[rewind] rule no-green" in result.stderr and "[fallback] refuse" in result.stderr
+    assert "[done] sentence-level" in result.stderr and "green." not in result.stderr.split("[rewind]")[1]
+
+
+def test_json_trace(upstream: FaultServer, tmp_path: Path) -> None:
+    policy = tmp_path / "green.yaml"
+    policy.write_text(GREEN)
+    url = upstream.url("echo", uuid.uuid4().hex[:8])
+    result = chat("--model", url, "--model-name", "m", "--policy", str(policy), "--judge", "pattern", "--json", "hi")
+    events = [json.loads(line) for line in result.stdout.splitlines()]
+    assert events[-1]["type"] == "final" and events[-1]["text"] == "Echo: hi. Done."
+    assert {e["type"] for e in events} >= {"text", "verdict", "final"} and events[-1]["trace"]
+
+
+def test_interactive_keeps_the_conversation(upstream: FaultServer, tmp_path: Path) -> None:
+    policy = tmp_path / "green.yaml"
+    policy.write_text(GREEN)
+    url = upstream.url("echo", uuid.uuid4().hex[:8])
+    result = chat("--model", url, "--model-name", "m", "--policy", str(policy), "--judge", "pattern",
+                  stdin="first\nsecond\nexit\n")  # fmt: skip
+    assert "Echo: first. Done." in result.stdout and "Echo: first. Done." in result.stdout.split("you>")[-2]
+    assert result.returncode == 0
+
+
+def test_errors_are_messages_not_tracebacks(tmp_path: Path) -> None:
+    result = chat("--model", str(tmp_path / "missing-model"), "hi")
+    assert result.returncode == 1 and "no model at" in result.stderr and "Traceback" not in result.stderr
+    broken = tmp_path / "bad.yaml"
+    broken.write_text("name: x\nrules: 5\n")
+    result = chat("--policy", str(broken), "hi")
+    assert result.returncode == 1 and "bad.yaml:2:8: rules: expected a list" in result.stderr
+
+
+@pytest.mark.slow
+def test_embedded_default_one_shot() -> None:
+    result = chat("--max-tokens", "24", "-v", "What is the capital of France?")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "Paris" in result.stdout
+    assert "strategy='token'" in result.stderr and "[verdict] unit 0: pass" in result.stderr
