@@ -148,8 +148,8 @@ def _answer(guard: Any, messages: list[dict[str, str]], args: argparse.Namespace
                 sys.stdout.flush()
                 mid_line = False
             print(_color(line, sys.stderr), file=sys.stderr, flush=True)
-    if mid_line:
-        sys.stdout.write("\n")
+    if not args.json and (mid_line or (text and not text.endswith("\n"))):
+        sys.stdout.write("\n")  # each answer ends its line
     return text
 
 
