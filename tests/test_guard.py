@@ -227,3 +227,12 @@ async def test_concurrent_async_streams_do_not_mix() -> None:
 def test_forcing_token_mode_on_a_text_backend_is_an_error() -> None:
     with pytest.raises(GuardrailError, match="token-level"):
         Guard(parse_policy("name: t\nrewind: {mode: token}\n"), ScriptedBackend(["x"]))  # type: ignore[arg-type]
+
+
+def test_a_restarted_continuation_does_not_repeat_accepted_text() -> None:
+    # a server without assistant prefill answers the "continue" request by starting over, sentence by sentence
+    backend = ScriptedBackend(["First one. Second one. BAD third.", "First one.   Second one. Clean third."])
+    result = Guard(policy(), backend).invoke("hi")
+    assert result.text == "First one. Second one. Clean third."
+    backend = ScriptedBackend(["First one. BAD.", "Something new entirely."])
+    assert Guard(policy(), backend).invoke("hi").text == "First one. Something new entirely."
