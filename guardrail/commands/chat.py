@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import IO, Any
 
@@ -123,10 +124,21 @@ def _color(line: str, stream: IO[str]) -> str:
     return f"{color}{line}{_RESET}"
 
 
+def _same_destination() -> bool:
+    """Whether stdout and stderr end up in one place (a terminal, or one file / pipe)."""
+    if sys.stdout.isatty() and sys.stderr.isatty():
+        return True
+    try:
+        out, err = os.fstat(sys.stdout.fileno()), os.fstat(sys.stderr.fileno())
+    except (OSError, ValueError):
+        return False
+    return (out.st_dev, out.st_ino) == (err.st_dev, err.st_ino)
+
+
 def _answer(guard: Any, messages: list[dict[str, str]], args: argparse.Namespace) -> str:
     text = ""
     mid_line = False  # verified text was written since the last event line
-    same_screen = sys.stdout.isatty() and sys.stderr.isatty()  # piped output gets no extra newlines
+    same_screen = _same_destination()  # separately piped output gets no extra newlines
     params = {"max_tokens": args.max_tokens, "temperature": args.temperature, "seed": args.seed}
     for event in guard.stream(messages, **params):
         if args.json:
