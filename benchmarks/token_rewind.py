@@ -1,7 +1,7 @@
 """Token-level rewind on the embedded model: the same prompts and max tokens, every mode in one run.
 
     .venv/bin/python benchmarks/token_rewind.py            # 4 benign + 4 red-team prompts, 48 tokens
-    .venv/bin/python benchmarks/token_rewind.py --quick    # 2 + 2 prompts, 24 tokens (under 5 minutes)
+    .venv/bin/python benchmarks/token_rewind.py --quick    # 2 + 2 prompts, 16 tokens (under 5 minutes)
 
 Modes: plain cached ``generate``; plain uncached ``generate`` (RAIN's baseline); the verify-first fast path;
 the full RAIN search at the reference hyperparameters (c 2, q 10, T_min 6, T_max 50, V 0.8, gamma 0.2, at least
@@ -142,8 +142,11 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
-    if args.quick:
-        args.benign, args.redteam, args.max_tokens, args.self_prompts = 2, 2, 24, 1
+    self_sets = {"benign", "red-team"}
+    rain_prompts = None
+    if args.quick:  # under 5 minutes on 2 cores: each search runs on one prompt, the self-evaluating one once
+        args.benign, args.redteam, args.max_tokens, args.self_prompts = 2, 2, 16, 1
+        self_sets, rain_prompts = {"benign"}, 1
     torch.manual_seed(0)
     rain.RainSearch = CountingRain  # type: ignore[misc]  # the token strategy imports it at run time
     backend = LocalBackend()
@@ -169,7 +172,10 @@ def main() -> None:
     for set_name, prompts in sets.items():
         results[set_name] = {}
         for mode, run in modes.items():
+            if "self-evaluation" in mode and set_name not in self_sets:
+                continue
             chosen = prompts[: args.self_prompts] if "self-evaluation" in mode else prompts
+            chosen = chosen[:rain_prompts] if "RAIN" in mode else chosen
             results[set_name][mode] = [run(p) for p in chosen]
             print(f"[{set_name}] {mode}: done", file=sys.stderr, flush=True)
     for set_name, per_mode in results.items():
