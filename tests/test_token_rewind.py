@@ -136,3 +136,31 @@ def test_embedded_model_rejects_a_chosen_continuation(strategy: str) -> None:
         prompt, max_tokens=24, temperature=0, seed=7
     )
     assert again.text == final.result.text  # deterministic under a seed
+
+
+@pytest.mark.parametrize("strategy", ["verify", "rain"])
+@pytest.mark.parametrize("streaming", [False, True])
+def test_tiny_model_redaction_reaches_the_user(tiny: tuple[Any, Any], strategy: str, streaming: bool) -> None:
+    model, tokenizer = tiny
+    backend = LocalBackend(model, tokenizer)
+    plain = Guard(parse_policy("name: none\n"), backend).invoke("Hi", max_tokens=12, temperature=0).text
+    word = next(w for w in plain.split() if len(w) >= 3 and w.isalnum())
+    policy = parse_policy(
+        f"name: r\nrules:\n  - {{id: word, judge: pattern, keywords: [{word}], criterion: says it,"
+        " actions: [{action: redact, replacement: '[gone]'}]}\n"
+        f"rewind: {{strategy: {strategy}, chunk_tokens: 4, rain: {{q: 3, t_min: 1, t_max: 6, "
+        "min_new_simulations: 3, token_set_lengths: [1, 2, 4]}}\n"
+    )
+    guard = Guard(policy, backend)
+    if streaming:
+        events = list(guard.stream("Hi", max_tokens=12, temperature=0))
+        text = "".join(e.text for e in events if isinstance(e, TextEvent))
+        result = events[-1].result  # type: ignore[union-attr]
+    else:
+        result = guard.invoke("Hi", max_tokens=12, temperature=0)
+        text = result.text
+    assert word not in text.split()  # the word never reaches the user
+    if strategy == "verify":  # the ladder is [redact]: the chunk is redacted where it was judged
+        assert result.fallback is not None and result.fallback.action == "redact" and "[gone]" in text
+    elif result.fallback is not None:  # RAIN's value steers the search away; a committed violation is redacted
+        assert result.fallback.action == "redact" and "[gone]" in text

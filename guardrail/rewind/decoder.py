@@ -226,14 +226,30 @@ class Branches:
 
 
 class TextEmitter:
-    """Turns a growing list of token ids into text deltas, holding back an incomplete UTF-8 character."""
+    """Turns a growing list of token ids into the user's text: deltas that hold back an incomplete UTF-8
+    character, with redacted id ranges replaced (in the deltas and in the full text alike)."""
 
     def __init__(self, decoder: Decoder) -> None:
         self.decoder = decoder
         self.emitted = ""
+        self.redactions: list[tuple[int, int, str]] = []  # (start, end) index the ids given to text / delta
+
+    def redact(self, start: int, end: int, replacement: str) -> None:
+        self.redactions.append((start, end, replacement))
+
+    def forget_after(self, length: int) -> None:
+        """The ids were rewound to ``length``: redactions of what was cut go too."""
+        self.redactions = [r for r in self.redactions if r[1] <= length]
+
+    def text(self, ids: Sequence[int]) -> str:
+        pieces, cursor = [], 0
+        for start, end, replacement in sorted(self.redactions):
+            pieces += [self.decoder.text(ids[cursor:start]), replacement]
+            cursor = end
+        return "".join(pieces) + self.decoder.text(ids[cursor:])
 
     def delta(self, ids: Sequence[int], *, final: bool = False) -> str:
-        text = self.decoder.text(ids)
+        text = self.text(ids)
         if not final:
             text = text.rstrip("\ufffd")
         if not text.startswith(self.emitted):

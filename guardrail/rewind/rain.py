@@ -283,10 +283,7 @@ class RainSearch:
             yield self.owner._verdict_event(state, verdict, partial)
             if verdict.violated:
                 decision = decide(self.policy, verdict, state.budget)
-                if decision.action in {"refuse", "raise"}:
-                    decoder.truncate(start)
-                    if not request.streaming:
-                        yield TextEvent(emitter.delta(decoder.generated, final=True))
+                if decision.action in {"refuse", "raise"}:  # the Guard gives the message (or the error)
                     yield FallbackEvent(decision.action, decision.rules, decision.message)
                     return
                 if decision.action == "rewind":
@@ -300,6 +297,8 @@ class RainSearch:
                     )
                     continue
                 yield FallbackEvent(decision.action, decision.rules, decision.message)
+                if decision.action == "redact":
+                    self.owner._redact(decoder, emitter, start, verdict, decision.message)
             state.budget.progress()
             committed += 1
             child.parent = None

@@ -234,7 +234,7 @@ class SentenceRewind:
             if outcome.kind == "failed":
                 assert outcome.error is not None
                 wasted = outcome.wasted_tokens
-                if state.budget.exhausted() or state.budget.rewinds >= self.policy.rewind.max_rewinds:
+                if state.budget.exhausted():  # it covers max_rewinds too
                     raise outcome.error
                 rejected_text, rules, score, reason = "", tuple[str, ...](), 0.0, "backend_error"
             else:

@@ -48,6 +48,13 @@ class TokenRewind:
 
     # ------------------------------------------------------------------------------------------ helpers
 
+    @staticmethod
+    def _redact(decoder: Decoder, emitter: TextEmitter, start: int, verdict: Verdict, replacement: str) -> None:
+        """Replace the spans that fired in the tokens from ``start`` on (verdict spans index the whole answer)."""
+        offset = len(decoder.text(decoder.ids[decoder.prompt_len : start]))
+        chunk = redact(decoder.text(decoder.ids[start:]), verdict, replacement, offset=offset)
+        emitter.redact(start - decoder.prompt_len, len(decoder.generated), chunk)
+
     def evaluator(self) -> TokenEvaluator:
         """A fresh evaluator (its memo of judged texts lives with one request)."""
         return TokenEvaluator(self.judge, self.backend.model)
@@ -125,20 +132,15 @@ class TokenRewind:
             partial = not decoder.finished() and len(decoder.generated) < max_new
             verdict = evaluator.evaluate(decoder, prompt, partial=partial)[0]
             yield self._verdict_event(state, verdict, partial)
-            replacement: str | None = None
             while verdict.violated:
                 decision = decide(self.policy, verdict, state.budget)
-                if decision.action in {"refuse", "raise"}:
-                    if not request.streaming:
-                        decoder.truncate(start)
-                        yield TextEvent(emitter.delta(decoder.generated, final=True))
+                if decision.action in {"refuse", "raise"}:  # the Guard gives the message (or the error)
                     yield FallbackEvent(decision.action, decision.rules, decision.message)
                     return
                 if decision.action in {"flag", "redact"}:
                     yield FallbackEvent(decision.action, decision.rules, decision.message)
                     if decision.action == "redact":
-                        chunk_text = decoder.text(decoder.ids[start:])
-                        replacement = redact(chunk_text, verdict, decision.message, offset=0)
+                        self._redact(decoder, emitter, start, verdict, decision.message)
                     break
                 rejected = decoder.ids[start:]
                 failures_at[start] = failures_at.get(start, 0) + 1
@@ -151,6 +153,7 @@ class TokenRewind:
                 rejected_text = decoder.text(rejected)
                 prefix_text = decoder.text(decoder.ids[decoder.prompt_len : start])
                 decoder.truncate(back_to)
+                emitter.forget_after(back_to - decoder.prompt_len)
                 attempt += 1
                 yield self._rewind_event(  # back to the end of accepted chunk len(marks) - 1
                     state, verdict, rejected_text, len(rejected), len(marks) - 1, attempt, verdict.cost, prefix_text
@@ -171,9 +174,7 @@ class TokenRewind:
             marks.append(len(decoder.ids))
             if request.streaming:
                 released = len(decoder.ids)
-                text = replacement if replacement is not None else emitter.delta(decoder.generated)
-                if replacement is not None:
-                    emitter.delta(decoder.generated)
+                text = emitter.delta(decoder.generated)
                 if text:
                     yield TextEvent(text)
         if request.streaming:
