@@ -45,12 +45,19 @@ from guardrail.policy import Policy
 
 __all__ = ["GuardedChatModel", "GuardedRunnable", "LangChainBackend", "guard", "to_langchain", "to_messages"]
 
-#: The LangChain run config of the current guarded call: the inner model's runs nest under it.
-_RUN_CONFIG: contextvars.ContextVar[RunnableConfig | None] = contextvars.ContextVar("guardrail_lc", default=None)
 _ROLES = {"human": "user", "ai": "assistant", "system": "system", "tool": "tool"}
 _ORIGINAL = "_langchain_message"
-#: Tags that keep the guard's internal runs (judge questions, rejected drafts) out of LangGraph's message stream.
-INTERNAL_TAGS = ["nostream", "guardrail:internal"]
+
+
+def _draft_context() -> contextvars.Context:
+    """An empty context for the inner model's calls (drafts and judge questions): no parent run config, so no
+    callback handler, tracer, LangGraph stream handler or ``astream_events`` listener of the caller sees them,
+    and LangSmith tracing switched off. Only verified text leaves the adapter, through the guarded run."""
+    from langsmith.run_helpers import tracing_context
+
+    context = contextvars.Context()
+    context.run(tracing_context(enabled=False, parent=False).__enter__)
+    return context
 
 
 def to_messages(value: Any) -> list[Message]:
@@ -116,13 +123,12 @@ class LangChainBackend(StreamingBackend):
         return self.model
 
     async def astream(self, messages: Sequence[Message], params: GenerationParams) -> AsyncIterator[Chunk]:
-        config = _RUN_CONFIG.get()
         kwargs: dict[str, Any] = {"stop": list(params.stop)} if params.stop else {}
-        model, inputs = self._bound(params), to_langchain(messages)
+        model, inputs, context = self._bound(params), to_langchain(messages), _draft_context()
         if _sync.called_from_sync():  # the caller is sync: the model's async clients may belong to another loop
-            pieces: AsyncIterator[Any] = _sync.thread_iterate(lambda: model.stream(inputs, config=config, **kwargs))
+            pieces: AsyncIterator[Any] = _sync.thread_iterate(lambda: model.stream(inputs, **kwargs), context=context)
         else:
-            pieces = model.astream(inputs, config=config, **kwargs)
+            pieces = _sync.context_iterate(lambda: model.astream(inputs, **kwargs), context)
         async for piece in pieces:
             usage = getattr(piece, "usage_metadata", None)
             calls = tuple(getattr(piece, "tool_call_chunks", None) or _as_chunks(getattr(piece, "tool_calls", None)))
@@ -133,17 +139,14 @@ class LangChainBackend(StreamingBackend):
     def self_scorer(self) -> OptionScorer:
         """Self-evaluation by parsing the model's answer (a LangChain model gives no logprobs)."""
 
-        def internal() -> RunnableConfig:
-            parent = _RUN_CONFIG.get() or {}
-            return {**parent, "tags": [*(parent.get("tags") or []), *INTERNAL_TAGS], "run_name": "guardrail_judge"}
-
         def generate(messages: list[dict[str, str]]) -> str:
-            return _text(self.model.invoke(to_langchain(messages), config=internal()))
+            return _text(_draft_context().run(self.model.invoke, to_langchain(messages)))
 
         async def agenerate(messages: list[dict[str, str]]) -> str:
             if _sync.called_from_sync():
                 return await asyncio.to_thread(generate, messages)
-            return _text(await self.model.ainvoke(to_langchain(messages), config=internal()))
+            inputs = to_langchain(messages)
+            return _text(await asyncio.create_task(self.model.ainvoke(inputs), context=_draft_context()))
 
         return TextScorer(generate, agenerate)
 
@@ -272,18 +275,12 @@ class GuardedChatModel(BaseChatModel):
     async def _events(
         self, messages: list[BaseMessage], stop: list[str] | None, run_manager: Any, kwargs: dict[str, Any]
     ) -> AsyncIterator[Event]:
-        config: RunnableConfig | None = (
-            {"callbacks": _child(run_manager), "tags": list(INTERNAL_TAGS)} if run_manager else None
-        )
-        previous = _RUN_CONFIG.get()
-        _RUN_CONFIG.set(config)
-        try:
-            async for event in self.guard.astream(to_messages(messages), **self._params(stop, kwargs)):
-                if config is not None:
-                    await _dispatch(event, config)
-                yield event
-        finally:
-            _RUN_CONFIG.set(previous)  # not reset(): a generator may be closed from another context
+        # custom events go to the guarded run's own callbacks; the inner model's drafts run in a context of their own
+        config: RunnableConfig | None = {"callbacks": _child(run_manager)} if run_manager else None
+        async for event in self.guard.astream(to_messages(messages), **self._params(stop, kwargs)):
+            if config is not None:
+                await _dispatch(event, config)
+            yield event
 
     async def _astream(
         self,
@@ -385,15 +382,10 @@ class GuardedRunnable(RunnableSerializable[Any, AIMessage]):
         return self._guard
 
     async def _run(self, value: Any, config: RunnableConfig) -> AsyncIterator[Event]:
-        # the inner model's runs are drafts until verified: tagged so LangGraph does not stream them
-        previous = _RUN_CONFIG.get()
-        _RUN_CONFIG.set({**config, "tags": [*(config.get("tags") or []), *INTERNAL_TAGS]})
-        try:
-            async for event in self.guard.astream(to_messages(value)):
-                await _dispatch(event, config)  # custom events belong to the guard's own run
-                yield event
-        finally:
-            _RUN_CONFIG.set(previous)  # not reset(): a generator may be closed from another context
+        # the inner model's runs are drafts until verified: they run in a context of their own (see _draft_context)
+        async for event in self.guard.astream(to_messages(value)):
+            await _dispatch(event, config)  # custom events belong to the guard's own run
+            yield event
 
     async def _ainvoke(self, value: Any, run_manager: Any, config: RunnableConfig) -> AIMessage:
         async for event in self._run(value, config):

@@ -15,7 +15,9 @@ underneath for token-level rewind; nothing here needs that package.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+import contextvars
+import functools
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +32,9 @@ from llama_index.core.base.llms.types import (
     LLMMetadata,
     MessageRole,
 )
+from llama_index.core.callbacks import CallbackManager
 from llama_index.core.instrumentation import get_dispatcher
+from llama_index.core.instrumentation.dispatcher import Dispatcher
 from llama_index.core.instrumentation.events import BaseEvent
 from llama_index.core.llms import LLM
 from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_callback
@@ -97,6 +101,54 @@ _EVENTS: dict[str, type[BaseEvent]] = {
 }
 
 
+#: True inside the inner LLM's calls (drafts and judge questions): instrumentation stays silent there.
+_DRAFT: contextvars.ContextVar[bool] = contextvars.ContextVar("guardrail_llama_index_draft", default=False)
+
+
+def _silenced(method: Callable[..., Any], asynchronous: bool = False) -> Callable[..., Any]:
+    if asynchronous:
+
+        @functools.wraps(method)
+        async def quiet_async(self: Any, *args: Any, **kwargs: Any) -> Any:
+            if not _DRAFT.get():
+                return await method(self, *args, **kwargs)
+            return None
+
+        return quiet_async
+
+    @functools.wraps(method)
+    def quiet(self: Any, *args: Any, **kwargs: Any) -> Any:
+        return None if _DRAFT.get() else method(self, *args, **kwargs)
+
+    return quiet
+
+
+def _silence_drafts() -> None:
+    """Make LlamaIndex's instrumentation skip everything fired inside a draft context.
+
+    The inner LLM fires ``LLMChatInProgressEvent`` / ``LLMChatEndEvent`` (and spans) with every draft's text
+    through dispatchers whose handlers the app registered, and reports the same to the legacy callback
+    manager's handlers; LlamaIndex offers no per-call way to silence either, so their entry points check
+    ``_DRAFT`` (patched once per process, idempotent). Outside a draft context nothing changes.
+    """
+    if getattr(Dispatcher, "_guardrail_silenced", False):
+        return
+    for owner, names in (
+        (Dispatcher, ("event", "span_enter", "span_exit", "span_drop")),
+        (CallbackManager, ("on_event_start", "on_event_end", "start_trace", "end_trace")),
+    ):
+        for name in names:
+            setattr(owner, name, _silenced(getattr(owner, name)))
+    Dispatcher.aevent = _silenced(Dispatcher.aevent, asynchronous=True)  # type: ignore[method-assign]
+    Dispatcher._guardrail_silenced = True  # type: ignore[attr-defined]
+
+
+def _draft_context() -> contextvars.Context:
+    context = contextvars.copy_context()
+    context.run(_DRAFT.set, True)
+    return context
+
+
 def _to_chat(messages: Sequence[Message]) -> list[ChatMessage]:
     return [
         m["_llama_index_message"] if isinstance(m.get("_llama_index_message"), ChatMessage)
@@ -123,6 +175,7 @@ class LlamaIndexBackend(StreamingBackend):
     name = "llama_index"
 
     def __init__(self, llm: LLM) -> None:
+        _silence_drafts()
         self.llm = llm
 
     def __repr__(self) -> str:
@@ -130,17 +183,25 @@ class LlamaIndexBackend(StreamingBackend):
 
     async def astream(self, messages: Sequence[Message], params: GenerationParams) -> AsyncIterator[Chunk]:
         kwargs = dict(params.extra.get("llama_index_kwargs") or {})
-        chat, llm = _to_chat(messages), self.llm
-        stream: Any
+        chat, llm, context = _to_chat(messages), self.llm, _draft_context()
+        stream: AsyncIterator[Any]
         if _sync.called_from_sync():  # the caller is sync: the LLM's async clients may belong to another loop
             if llm.metadata.is_chat_model:
-                stream = _sync.thread_iterate(lambda: llm.stream_chat(chat, **kwargs))
+                stream = _sync.thread_iterate(lambda: llm.stream_chat(chat, **kwargs), context=context)
             else:
-                stream = _sync.thread_iterate(lambda: llm.stream_complete(llm.messages_to_prompt(chat), formatted=True))
-        elif llm.metadata.is_chat_model:
-            stream = await llm.astream_chat(chat, **kwargs)
+                prompt = llm.messages_to_prompt(chat)
+                stream = _sync.thread_iterate(lambda: llm.stream_complete(prompt, formatted=True), context=context)
         else:
-            stream = await llm.astream_complete(llm.messages_to_prompt(chat), formatted=True)
+
+            async def responses() -> AsyncIterator[Any]:
+                if llm.metadata.is_chat_model:
+                    inner = await llm.astream_chat(chat, **kwargs)
+                else:
+                    inner = await llm.astream_complete(llm.messages_to_prompt(chat), formatted=True)
+                async for response in inner:
+                    yield response
+
+            stream = _sync.context_iterate(responses, context)
         last: Any = None
         async for response in stream:
             last = response
@@ -152,12 +213,13 @@ class LlamaIndexBackend(StreamingBackend):
 
     def self_scorer(self) -> OptionScorer:
         def generate(messages: list[dict[str, str]]) -> str:
-            return str(self.llm.chat(_to_chat(messages)).message.content or "")
+            return str(_draft_context().run(self.llm.chat, _to_chat(messages)).message.content or "")
 
         async def agenerate(messages: list[dict[str, str]]) -> str:
             if _sync.called_from_sync():
                 return await asyncio.to_thread(generate, messages)
-            return str((await self.llm.achat(_to_chat(messages))).message.content or "")
+            reply = await asyncio.create_task(self.llm.achat(_to_chat(messages)), context=_draft_context())
+            return str(reply.message.content or "")
 
         return TextScorer(generate, agenerate)
 

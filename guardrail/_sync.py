@@ -11,10 +11,10 @@ import contextvars
 import queue
 import threading
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Iterator
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager, nullcontext, suppress
 from typing import Any, TypeVar
 
-__all__ = ["called_from_sync", "iterate", "run", "thread_iterate"]
+__all__ = ["called_from_sync", "context_iterate", "iterate", "run", "thread_iterate"]
 
 T = TypeVar("T")
 _ITEM, _END, _ERROR = 0, 1, 2
@@ -28,31 +28,81 @@ def called_from_sync() -> bool:
 
 
 async def thread_iterate(
-    make: Callable[[], Iterable[T]], lock: AbstractContextManager[Any] | None = None
+    make: Callable[[], Iterable[T]],
+    lock: AbstractContextManager[Any] | None = None,
+    *,
+    context: contextvars.Context | None = None,
 ) -> AsyncIterator[T]:
-    """A sync iterable, advanced step by step in a worker thread (holding ``lock`` for each step)."""
+    """A sync iterable, advanced in one worker thread of its own (holding ``lock`` for each step).
+
+    The thread that calls ``next()`` is the only one that ever touches the iterator: leaving early (a rejection
+    closes the upstream) asks the thread to stop, and the thread closes the iterator itself once the step in
+    progress returns. Closing it from another thread while ``next()`` runs raised "generator already executing".
+    ``context`` (default: a copy of the caller's) is the context the iteration runs in.
+    """
     guard = lock if lock is not None else nullcontext()
-    done = object()
+    loop = asyncio.get_running_loop()
+    items: asyncio.Queue[tuple[int, Any]] = asyncio.Queue()
+    stop = threading.Event()
 
-    def start() -> Iterator[T]:
-        with guard:
-            return iter(make())
+    def put(kind: int, value: Any) -> None:
+        with suppress(RuntimeError):  # the loop is closed: nobody is listening any more
+            loop.call_soon_threadsafe(items.put_nowait, (kind, value))
 
-    def step(iterator: Iterator[T]) -> Any:
-        with guard:
-            return next(iterator, done)
+    def work() -> None:
+        iterator: Iterator[T] | None = None
+        try:
+            with guard:
+                iterator = iter(make())
+            while not stop.is_set():
+                with guard:
+                    item = next(iterator)
+                put(_ITEM, item)
+        except StopIteration:
+            pass
+        except BaseException as error:  # handed to the consumer, raised there
+            put(_ERROR, error)
+        finally:
+            close = getattr(iterator, "close", None)
+            if close is not None:
+                with suppress(Exception), guard:
+                    close()
+            put(_END, None)
 
-    iterator = await asyncio.to_thread(start)
+    runner = context if context is not None else contextvars.copy_context()
+    threading.Thread(target=runner.run, args=(work,), name="guardrail-iterate", daemon=True).start()
     try:
         while True:
-            item = await asyncio.to_thread(step, iterator)
-            if item is done:
+            kind, value = await items.get()
+            if kind == _END:
+                return
+            if kind == _ERROR:
+                raise value
+            yield value
+    finally:
+        stop.set()
+
+
+async def context_iterate(make: Callable[[], AsyncIterator[T]], context: contextvars.Context) -> AsyncIterator[T]:
+    """An async iterator created and advanced inside ``context`` (not the caller's): what it reads from context
+    variables (callbacks, tracers, spans) is what ``context`` holds, and nothing it sets leaks to the caller."""
+    iterator = context.run(make)
+    try:
+        while True:
+            try:
+                item = await asyncio.create_task(_anext(iterator), context=context)
+            except StopAsyncIteration:
                 return
             yield item
     finally:
-        close = getattr(iterator, "close", None)
+        close = getattr(iterator, "aclose", None)
         if close is not None:
-            await asyncio.to_thread(close)
+            with suppress(Exception):
+                await asyncio.shield(asyncio.create_task(close(), context=context))
+
+
+async def _anext(iterator: AsyncIterator[T]) -> T:
+    return await iterator.__anext__()
 
 
 _loop: asyncio.AbstractEventLoop | None = None
