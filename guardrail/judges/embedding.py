@@ -28,13 +28,21 @@ from guardrail.errors import JudgeError
 from guardrail.judges.base import Judge, Prompt
 from guardrail.judges.untrusted import remove_judge_steering
 from guardrail.judges.verdict import Cost, Verdict
+from guardrail.judges.window import MAX_LENGTH, MAX_QUESTION, Window, windows
 from guardrail.policy import Policy, Rule
 
-__all__ = ["BUILTIN_HEADS", "CrossEncoder", "EmbeddingJudge", "embeddable", "head_path", "last_user_text"]
+__all__ = [
+    "BUILTIN_HEADS",
+    "CrossEncoder",
+    "EmbeddingJudge",
+    "embeddable",
+    "head_module",
+    "head_path",
+    "last_user_text",
+]
 
 #: Rule id -> shipped head name (``guardrail/judges/heads/<name>.safetensors``).
 BUILTIN_HEADS = {"harmful": "harmless"}
-MAX_LENGTH = 128
 _PROTOTYPE_SCALE = 20.0
 
 
@@ -60,10 +68,11 @@ def last_user_text(prompt: Prompt) -> str:
 
 
 class CrossEncoder:
-    """MiniLM over (question, answer) pairs, optionally with a fine-tuned top and a head loaded from a delta.
+    """MiniLM over (question, answer) windows, with a trained head (and optionally fine-tuned layers) from a delta.
 
-    ``probabilities`` returns P(violation) per pair (needs a head); ``embeddings`` returns normalised
-    mean-pooled sentence embeddings of single texts (the base model, for prototypes).
+    ``scores`` returns P(violation) per pair (the highest over its windows, see ``window``) and the characters
+    of the answer it covered; ``embeddings`` returns normalised mean-pooled sentence embeddings of single
+    texts (the base model, for prototypes).
     """
 
     def __init__(self, head: Path | None = None, *, quantize: bool = True) -> None:
@@ -78,11 +87,17 @@ class CrossEncoder:
         self._torch = torch
         folder = minilm_path()
         self.tokenizer: Any = AutoTokenizer.from_pretrained(folder)
+        self.tokenizer.model_max_length = 1 << 30  # answers are cut into windows, never truncated
         model: Any = AutoModel.from_pretrained(folder, dtype=torch.float32)
         self.meta: dict[str, Any] = {}
         self.head: Any = None
         if head is not None:
             self.meta, self.head = self._load_delta(model, head)
+        window_meta = self.meta.get("window") or {}
+        self.max_length = int(window_meta.get("max_length", self.meta.get("max_length", MAX_LENGTH)))
+        self.max_question = int(window_meta.get("max_question", MAX_QUESTION))
+        #: how many of the last layers are mean-pooled into the head's input (1 for heads of the first release)
+        self.pooled_layers = int(self.meta.get("pooled_layers", 1))
         self.model = model.eval()
         if quantize:
             self.model = self._quantized(self.model)
@@ -108,9 +123,7 @@ class CrossEncoder:
         if missing:
             raise JudgeError(f"{head} does not fit all-MiniLM-L6-v2 (unknown weights {missing[:3]})")
         model.load_state_dict(layers, strict=False)
-        linear = torch.nn.Linear(model.config.hidden_size, 1)
-        linear.load_state_dict({"weight": tensors["head.weight"].float(), "bias": tensors["head.bias"].float()})
-        return meta, linear.eval()
+        return meta, head_module(torch, {k: v for k, v in tensors.items() if k.startswith("head.")}).eval()
 
     def _quantized(self, model: Any) -> Any:
         torch = self._torch
@@ -130,49 +143,87 @@ class CrossEncoder:
         weights = mask.unsqueeze(-1).to(hidden.dtype)
         return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1.0)
 
-    def _batches(self, firsts: Sequence[str], seconds: Sequence[str] | None, batch_size: int) -> Any:
-        order = sorted(range(len(firsts)), key=lambda i: len(firsts[i]) + (len(seconds[i]) if seconds else 0))
-        for start in range(0, len(order), batch_size):
-            index = order[start : start + batch_size]
-            yield (
-                index,
-                self.tokenizer(
-                    [firsts[i] for i in index],
-                    [seconds[i] for i in index] if seconds else None,
-                    padding=True,
-                    truncation=True,
-                    max_length=MAX_LENGTH,
-                    return_tensors="pt",
-                ),
-            )
-
-    def _pooled(self, firsts: Sequence[str], seconds: Sequence[str] | None, batch_size: int) -> list[Any]:
+    def features(
+        self, pairs: Sequence[tuple[str, str]], *, last_only: bool = False, batch_size: int = 64
+    ) -> tuple[Any, list[Window]]:
+        """The head's input for every window of every pair (rows of a tensor), and the windows."""
         torch = self._torch
-        out: list[Any] = [None] * len(firsts)
+        wins = windows(
+            self.tokenizer, list(pairs), max_length=self.max_length, max_question=self.max_question,
+            last_only=last_only,
+        )  # fmt: skip
+        order = sorted(range(len(wins)), key=lambda i: len(wins[i].input_ids))
+        out: list[Any] = [None] * len(wins)
         with self._lock, torch.inference_mode():
-            for index, batch in self._batches(firsts, seconds, batch_size):
-                pooled = self.pool(self.model(**batch).last_hidden_state, batch["attention_mask"])
-                for row, i in enumerate(index):
-                    out[i] = pooled[row]
-        return out
+            for start in range(0, len(order), batch_size):
+                chunk = [wins[i] for i in order[start : start + batch_size]]
+                width = max(len(w.input_ids) for w in chunk)
+                ids = torch.zeros(len(chunk), width, dtype=torch.long)
+                types, mask = torch.zeros_like(ids), torch.zeros_like(ids)
+                for row, w in enumerate(chunk):
+                    ids[row, : len(w.input_ids)] = torch.tensor(w.input_ids)
+                    types[row, : len(w.input_ids)] = torch.tensor(w.token_type_ids)
+                    mask[row, : len(w.input_ids)] = 1
+                result = self.model(input_ids=ids, token_type_ids=types, attention_mask=mask,
+                                    output_hidden_states=self.pooled_layers > 1)  # fmt: skip
+                if self.pooled_layers > 1:
+                    layers = result.hidden_states[-self.pooled_layers :]
+                    pooled = torch.cat([self.pool(h, mask) for h in layers], dim=-1)
+                else:
+                    pooled = self.pool(result.last_hidden_state, mask)
+                for row in range(len(chunk)):
+                    out[order[start + row]] = pooled[row]
+        return (torch.stack(out) if out else torch.empty(0)), wins
 
-    def probabilities(self, pairs: Sequence[tuple[str, str]], batch_size: int = 64) -> list[float]:
-        """P(violation) for each (question, answer) pair, from the trained head."""
+    def scores(
+        self, pairs: Sequence[tuple[str, str]], *, last_only: bool = False, batch_size: int = 64
+    ) -> list[tuple[float, tuple[int, int]]]:
+        """P(violation) for each (question, answer) pair, the highest over its windows (``last_only``: only the
+        window that ends the answer, as while streaming), with the answer's characters the windows covered."""
         if self.head is None:
             raise JudgeError("this encoder has no trained head")
         if not pairs:
             return []
         torch = self._torch
-        pooled = self._pooled([q for q, _ in pairs], [a for _, a in pairs], batch_size)
+        features, wins = self.features(pairs, last_only=last_only, batch_size=batch_size)
         with torch.inference_mode():
-            logits = self.head(torch.stack(pooled)).squeeze(-1)
-        return [float(p) for p in torch.sigmoid(logits)]
+            probabilities = torch.sigmoid(self.head(features).squeeze(-1)).tolist()
+        best: list[tuple[float, tuple[int, int]]] = [(0.0, (0, 0))] * len(pairs)
+        seen = [False] * len(pairs)
+        for w, p in zip(wins, probabilities, strict=True):
+            score, (start, end) = best[w.pair]
+            covered = (w.start, w.end) if not seen[w.pair] else (min(start, w.start), max(end, w.end))
+            best[w.pair] = (max(score, p) if seen[w.pair] else p, covered)
+            seen[w.pair] = True
+        return best
+
+    def probabilities(self, pairs: Sequence[tuple[str, str]], batch_size: int = 64) -> list[float]:
+        """P(violation) for each whole (question, answer) pair."""
+        return [p for p, _ in self.scores(pairs, batch_size=batch_size)]
 
     def embeddings(self, texts: Sequence[str], batch_size: int = 64) -> Any:
         """Normalised sentence embeddings (rows of a tensor)."""
         torch = self._torch
-        pooled = torch.stack(self._pooled(list(texts), None, batch_size))
-        return torch.nn.functional.normalize(pooled, dim=-1)
+        pooled: list[Any] = []
+        with self._lock, torch.inference_mode():
+            for start in range(0, len(texts), batch_size):
+                batch = self.tokenizer(list(texts[start : start + batch_size]), padding=True, truncation=True,
+                                       max_length=self.max_length, return_tensors="pt")  # fmt: skip
+                pooled.append(self.pool(self.model(**batch).last_hidden_state, batch["attention_mask"]))
+        return torch.nn.functional.normalize(torch.cat(pooled), dim=-1)
+
+
+def head_module(torch: Any, tensors: dict[str, Any]) -> Any:
+    """The head a delta holds: ``head.weight``/``head.bias`` (linear), or ``head.0.*`` and ``head.2.*`` (a
+    two-layer MLP with a GELU between)."""
+    if "head.weight" in tensors:
+        linear = torch.nn.Linear(tensors["head.weight"].shape[1], 1)
+        linear.load_state_dict({"weight": tensors["head.weight"].float(), "bias": tensors["head.bias"].float()})
+        return linear
+    hidden, inputs = tensors["head.0.weight"].shape
+    mlp = torch.nn.Sequential(torch.nn.Linear(inputs, hidden), torch.nn.GELU(), torch.nn.Linear(hidden, 1))
+    mlp.load_state_dict({k.removeprefix("head."): v.float() for k, v in tensors.items()})
+    return mlp
 
 
 class EmbeddingJudge(Judge):
@@ -219,14 +270,19 @@ class EmbeddingJudge(Judge):
     def can_judge(self, rule: Rule) -> bool:
         return rule.id in self._heads or rule.id in self._prototypes
 
-    def _scores(self, pairs: Sequence[tuple[str, str]]) -> list[dict[str, float]]:
+    def _scores(
+        self, pairs: Sequence[tuple[str, str]], *, partial: bool = False
+    ) -> list[tuple[dict[str, float], tuple[int, int]]]:
+        """Per pair: the rules' scores and the answer's characters the heads read (partial: its last window)."""
         results: list[dict[str, float]] = [{} for _ in pairs]
+        covered = [(0, len(answer)) for _, answer in pairs]
         by_encoder: dict[int, tuple[CrossEncoder, list[str]]] = {}
         for rule_id, encoder in self._heads.items():
             by_encoder.setdefault(id(encoder), (encoder, []))[1].append(rule_id)
         for encoder, rule_ids in by_encoder.values():
-            for result, p in zip(results, encoder.probabilities(pairs), strict=True):
-                result.update(dict.fromkeys(rule_ids, p))
+            for index, (p, span) in enumerate(encoder.scores(pairs, last_only=partial)):
+                results[index].update(dict.fromkeys(rule_ids, p))
+                covered[index] = span
         if self._base is not None and self._prototypes:
             torch = self._base._torch
             answers = self._base.embeddings([answer for _, answer in pairs])
@@ -234,7 +290,7 @@ class EmbeddingJudge(Judge):
                 margin = (answers @ bad.T).max(dim=1).values - (answers @ good.T).max(dim=1).values
                 for result, p in zip(results, torch.sigmoid(_PROTOTYPE_SCALE * margin).tolist(), strict=True):
                     result[rule_id] = float(p)
-        return results
+        return list(zip(results, covered, strict=True))
 
     def _clean(self, prompt: Prompt, response: str) -> tuple[tuple[str, str], bool]:
         clean, steering = remove_judge_steering(response)
@@ -242,13 +298,13 @@ class EmbeddingJudge(Judge):
 
     def _judge(self, prompt: Prompt, response: str, *, partial: bool, explain: bool) -> Verdict:
         pair, steering = self._clean(prompt, response)
-        scores = self._scores([pair])[0]
-        return self.verdict_from_scores(scores, steering=steering, cost=Cost(forward_passes=1))
+        scores, covered = self._scores([pair], partial=partial)[0]
+        return self.verdict_from_scores(scores, steering=steering, cost=Cost(forward_passes=1), covered=covered)
 
     def judge_many(self, pairs: Sequence[tuple[str, str]], *, explain: bool = False) -> list[Verdict]:
         cleaned = [self._clean(prompt, response) for prompt, response in pairs]
-        all_scores = self._scores([pair for pair, _ in cleaned])
+        results = self._scores([pair for pair, _ in cleaned])
         return [
-            self.verdict_from_scores(scores, steering=steering, cost=Cost(forward_passes=1))
-            for scores, (_, steering) in zip(all_scores, cleaned, strict=True)
+            self.verdict_from_scores(scores, steering=steering, cost=Cost(forward_passes=1), covered=covered)
+            for (scores, covered), (_, steering) in zip(results, cleaned, strict=True)
         ]

@@ -35,10 +35,15 @@ def f1_at(labels: Sequence[bool], scores: Sequence[float], threshold: float) -> 
 
 
 def best_f1(labels: Sequence[bool], scores: Sequence[float]) -> tuple[float, float]:
-    """The best F1 over all thresholds, and the threshold that reaches it."""
-    best = (0.0, 0.5)
-    for threshold in sorted(set(scores)):
-        f1 = f1_at(labels, scores, threshold)
+    """The best F1 over all thresholds, and the threshold that reaches it (one pass over the sorted scores)."""
+    positives = sum(1 for label in labels if label)
+    ranked = sorted(zip(scores, labels, strict=True), key=lambda pair: -pair[0])
+    best, tp, fp, index = (0.0, 0.5), 0, 0, 0
+    while index < len(ranked):
+        threshold = ranked[index][0]
+        while index < len(ranked) and ranked[index][0] == threshold:  # ties share one threshold
+            tp, fp, index = tp + ranked[index][1], fp + (not ranked[index][1]), index + 1
+        f1 = 2 * tp / (tp + fp + positives) if tp else 0.0
         if f1 > best[0]:
             best = (f1, threshold)
     return best

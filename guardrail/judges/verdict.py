@@ -40,7 +40,9 @@ class Verdict:
     """One judgment of one (possibly partial) response against a set of rules.
 
     ``score`` is the probability that the policy is violated (the highest over the rules judged);
-    ``rules`` are the ids of the rules that fired; ``scores`` holds per-rule scores where they are known.
+    ``rules`` are the ids of the rules that fired; ``scores`` holds per-rule scores where they are known;
+    ``covered`` is the characters ``[start, end)`` of the judged response (after steering removal) that the
+    judge read, where it reads windows (None: the judge read all of it).
     """
 
     score: float
@@ -53,6 +55,7 @@ class Verdict:
     cost: Cost = field(default_factory=Cost)
     steering: bool = False
     spans: tuple[tuple[int, int, str], ...] = ()
+    covered: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
         if not (0.0 <= self.score <= 1.0) or math.isnan(self.score):
@@ -79,5 +82,7 @@ class Verdict:
             data["rationale"] = self.rationale
         if self.spans:
             data["spans"] = [list(span) for span in self.spans]
+        if self.covered is not None:
+            data["covered"] = list(self.covered)
         data["cost"] = self.cost.to_dict()
         return data
