@@ -38,7 +38,6 @@ from guardrail import _sync
 from guardrail.backends.base import Chunk, GenerationParams, Message, StreamingBackend
 from guardrail.events import Event, FinalEvent, GuardResult, TextEvent
 from guardrail.guard import Guard
-from guardrail.judges.base import Judge
 from guardrail.judges.scorers import TextScorer
 from guardrail.judges.self_eval import OptionScorer
 from guardrail.policy import Policy
@@ -209,7 +208,9 @@ class GuardedChatModel(BaseChatModel):
 
     model: Any = Field(description="The inner chat model (or Runnable taking messages).")
     policy: Any = Field(default="harmless", description="Policy object, built-in name or YAML path.")
-    judge: Any = Field(default=None, description="A Judge to use instead of the policy's (optional).")
+    judge: Any = Field(
+        default=None, description="A Judge, or a judge kind by name (auto, self, embedding, pattern, cascade)."
+    )
     audit: str | None = Field(default=None, description="Append audit records (JSON lines) to this file.")
     temperature: float | None = None
     max_tokens: int | None = None
@@ -246,9 +247,9 @@ class GuardedChatModel(BaseChatModel):
     def guard(self) -> Guard:
         """The Guard (built on first use; it holds no per-call state, so it is shared by every call)."""
         if self._guard is None:
-            judge: Judge | None = self.judge if isinstance(self.judge, Judge) else None
             policy = self.policy if isinstance(self.policy, (Policy, str, Path)) else str(self.policy)
-            self._guard = Guard(policy, _backend(self.model), judge=judge, audit=self.audit, max_tokens=self.max_tokens)
+            backend = _backend(self.model)
+            self._guard = Guard(policy, backend, judge=self.judge, audit=self.audit, max_tokens=self.max_tokens)
         return self._guard
 
     def bind_tools(
@@ -377,8 +378,7 @@ class GuardedRunnable(RunnableSerializable[Any, AIMessage]):
     @property
     def guard(self) -> Guard:
         if self._guard is None:
-            judge = self.judge if isinstance(self.judge, Judge) else None
-            self._guard = Guard(self.policy, _backend(self.model), judge=judge, audit=self.audit)
+            self._guard = Guard(self.policy, _backend(self.model), judge=self.judge, audit=self.audit)
         return self._guard
 
     async def _run(self, value: Any, config: RunnableConfig) -> AsyncIterator[Event]:

@@ -46,7 +46,6 @@ from guardrail import _sync
 from guardrail.backends.base import Chunk, GenerationParams, Message, StreamingBackend
 from guardrail.events import Event, FinalEvent, GuardResult, TextEvent
 from guardrail.guard import Guard
-from guardrail.judges.base import Judge
 from guardrail.judges.scorers import TextScorer
 from guardrail.judges.self_eval import OptionScorer
 from guardrail.policy import Policy
@@ -244,7 +243,9 @@ class GuardedLLM(LLM):
 
     llm: Any = Field(description="The inner LlamaIndex LLM.")
     policy: Any = Field(default="harmless", description="Policy object, built-in name or YAML path.")
-    judge: Any = Field(default=None, description="A Judge to use instead of the policy's (optional).")
+    judge: Any = Field(
+        default=None, description="A Judge, or a judge kind by name (auto, self, embedding, pattern, cascade)."
+    )
     audit: str | None = Field(default=None, description="Append audit records (JSON lines) to this file.")
     max_tokens: int | None = Field(default=None, description="Most new tokens per answer (local models).")
     _guard: Guard | None = PrivateAttr(default=None)
@@ -261,9 +262,9 @@ class GuardedLLM(LLM):
     def guard(self) -> Guard:
         """The Guard (built on first use, shared by every call: it holds no per-call state)."""
         if self._guard is None:
-            judge = self.judge if isinstance(self.judge, Judge) else None
             policy = self.policy if isinstance(self.policy, (Policy, str, Path)) else str(self.policy)
-            self._guard = Guard(policy, _backend(self.llm), judge=judge, audit=self.audit, max_tokens=self.max_tokens)
+            backend = _backend(self.llm)
+            self._guard = Guard(policy, backend, judge=self.judge, audit=self.audit, max_tokens=self.max_tokens)
         return self._guard
 
     # ------------------------------------------------------------------------------------------ the engine

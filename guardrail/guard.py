@@ -21,8 +21,8 @@ from guardrail.backends.base import GenerationParams, Message, StreamingBackend
 from guardrail.errors import GuardrailError, GuardrailViolation
 from guardrail.events import Event, FallbackEvent, FinalEvent, GuardResult, TextEvent, VerdictEvent, text_hash
 from guardrail.judges.base import Judge
-from guardrail.judges.factory import build_judge, needs_scorer
 from guardrail.policy import Policy, load_policy
+from guardrail.presets import resolve_judge
 from guardrail.rewind.request import Request, RunState
 from guardrail.rewind.sentence import SentenceRewind
 from guardrail.rewind.token import TokenRewind
@@ -49,8 +49,8 @@ class Guard:
         policy: Policy | str | Path = "harmless",
         backend: StreamingBackend | None = None,
         *,
-        judge: Judge | None = None,
-        input_judge: Judge | None = None,
+        judge: Judge | str | None = None,
+        input_judge: Judge | str | None = None,
         audit: AuditSink | str | Path | None = None,
         max_tokens: int | None = 512,
     ) -> None:
@@ -58,17 +58,20 @@ class Guard:
             raise GuardrailError("Guard needs a backend, e.g. OpenAIBackend(base_url) or a local model backend")
         self.policy = load_policy(policy)
         self.backend = backend
-        scorer = (
-            backend.self_scorer() if needs_scorer(self.policy) or needs_scorer(self.policy, scope="input") else None
-        )
-        self.judge = judge or build_judge(self.policy, scorer=scorer)
-        self.input_judge = input_judge or build_judge(self.policy, scorer=scorer, scope="input")
+        # one default everywhere (guardrail.presets): the policy's judges, the trained judge where the model
+        # cannot judge itself; a judge kind by name, or a Judge object, overrides
+        self.judge = resolve_judge(self.policy, backend, judge)
+        by_name = judge if isinstance(judge, str) else None  # a Judge object judges the output rules only
+        self.input_judge = resolve_judge(self.policy, backend, input_judge or by_name, scope="input")
         self.audit = AuditSink(audit) if isinstance(audit, (str, Path)) else audit
         self.max_tokens = max_tokens
         self.strategy = self._strategy()
 
     def __repr__(self) -> str:
-        return f"Guard(policy={self.policy.name!r}, backend={self.backend!r}, strategy={self.strategy.name!r})"
+        return (
+            f"Guard(policy={self.policy.name!r}, backend={self.backend!r}, judge={self.judge!r}, "
+            f"strategy={self.strategy.name!r})"
+        )
 
     def _strategy(self) -> SentenceRewind | TokenRewind:
         """Token-level where the backend exposes tokens and a KV cache (or the policy forces it), else sentence."""

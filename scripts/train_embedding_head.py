@@ -33,7 +33,6 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 import judge_data  # noqa: E402
 
-
 from guardrail.judges import metrics, window  # noqa: E402
 from guardrail.judges.embedding import CrossEncoder  # noqa: E402
 

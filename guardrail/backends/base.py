@@ -47,6 +47,9 @@ class StreamingBackend(ABC):
     name = "backend"
     supports_prefill = False
     supports_tokens = False  # token ids and a KV cache: token-level rewind
+    #: whether the model's self-evaluation is worth asking (False: the policy's self-judged rules go to the
+    #: trained judge where it can score them; see ``guardrail.presets``)
+    can_self_judge = True
 
     @abstractmethod
     def astream(self, messages: Sequence[Message], params: GenerationParams) -> AsyncIterator[Chunk]:

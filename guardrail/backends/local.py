@@ -14,9 +14,12 @@ from guardrail.backends.embedded import load_embedded_model
 from guardrail.errors import BackendError
 from guardrail.judges.self_eval import OptionScorer
 
-__all__ = ["DEFAULT_MODEL_NAMES", "LocalBackend", "is_remote", "load_local_model"]
+__all__ = ["DEFAULT_MODEL_NAMES", "SELF_JUDGE_MIN_PARAMETERS", "LocalBackend", "is_remote", "load_local_model"]
 
 T = TypeVar("T")
+
+#: Local models smaller than this are not asked to judge themselves by default.
+SELF_JUDGE_MIN_PARAMETERS = 1_000_000_000
 
 #: Names that mean "the embedded default model".
 DEFAULT_MODEL_NAMES = frozenset({"", "default", "embedded", "smollm2", "smollm2-135m-instruct"})
@@ -81,6 +84,8 @@ class LocalBackend(StreamingBackend):
         self.tokenizer = tokenizer
         self.scorer = LocalScorer(model, tokenizer)
         self.lock = threading.RLock()
+        # models under 1B parameters (the embedded 135M one) judge themselves near chance (docs/algorithms.md)
+        self.can_self_judge = model.num_parameters() >= SELF_JUDGE_MIN_PARAMETERS
 
     def __repr__(self) -> str:
         return f"LocalBackend({type(self.model).__name__}, {self.model.num_parameters() / 1e6:.1f}M parameters)"

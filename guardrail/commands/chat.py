@@ -16,30 +16,18 @@ from typing import IO, Any
 from guardrail.errors import BackendError, GuardrailError, GuardrailViolation, JudgeError, PolicyError
 from guardrail.events import Event, FallbackEvent, FinalEvent, RewindEvent, TextEvent, VerdictEvent
 
-__all__ = ["add_parsers", "build_guard", "describe", "make_backend"]
+__all__ = ["add_parsers", "build_guard", "describe"]
 
 _DIM, _RED, _YELLOW, _GREEN, _RESET = "\033[2m", "\033[31m", "\033[33m", "\033[32m", "\033[0m"
 
 
-def make_backend(model: str | None, model_name: str | None = None) -> Any:
-    """The backend ``--model`` names: an OpenAI-compatible base URL, a local model path, or the embedded default."""
-    from guardrail.backends.local import LocalBackend, is_remote
-
-    if is_remote(model):
-        from guardrail.backends.remote import OpenAIBackend
-
-        assert model is not None
-        return OpenAIBackend(model, model=model_name)
-    return LocalBackend(path=model)
-
-
 def build_guard(args: argparse.Namespace, *, judge_kind: str | None = None, audit_texts: bool = False) -> Any:
     """The Guard that ``--policy``, ``--model``, ``--judge`` and ``--rewind`` describe (shared by chat, serve and
-    eval; ``judge_kind`` overrides ``--judge``; ``audit_texts`` makes the audit keep texts for export)."""
-    from guardrail.backends.local import DEFAULT_MODEL_NAMES, is_remote
+    eval; ``judge_kind`` overrides ``--judge``; ``audit_texts`` makes the audit keep texts for export). The
+    defaults are the library's (``guardrail.presets``), the same as ``Guard(...)`` in Python."""
     from guardrail.guard import Guard
-    from guardrail.judges import build_judge, needs_scorer
     from guardrail.policy import load_policy
+    from guardrail.presets import make_backend
 
     policy = load_policy(args.policy)
     if audit_texts:
@@ -50,31 +38,8 @@ def build_guard(args: argparse.Namespace, *, judge_kind: str | None = None, audi
             update["mode"] = "auto"
         policy = policy.model_copy(update={"rewind": policy.rewind.model_copy(update=update)})
     backend = make_backend(args.model, args.model_name)
-    judge_kind = judge_kind or args.judge
-    embedded = not is_remote(args.model) and (args.model is None or str(args.model) in DEFAULT_MODEL_NAMES)
-    if judge_kind == "auto":
-        # The embedded 135M model cannot judge harm (its self-evaluation is near chance): rules the embedding
-        # judge can score go to it; any model that can judge itself keeps the policy's choice.
-        judge_kind = "embedding-where-possible" if embedded else None
-    if judge_kind == "embedding-where-possible":
-        judge = _embedding_where_possible(policy, backend)
-    else:
-        scorer = backend.self_scorer() if needs_scorer(policy, judge_kind) else None
-        judge = build_judge(policy, scorer=scorer, override=judge_kind)
+    judge = judge_kind or args.judge
     return Guard(policy, backend, judge=judge, audit=getattr(args, "audit", None), max_tokens=args.max_tokens)
-
-
-def _embedding_where_possible(policy: Any, backend: Any) -> Any:
-    from guardrail.judges.embedding import embeddable
-    from guardrail.judges.factory import PolicyJudge, build_judge
-
-    rules = policy.checked_rules()
-    names = {r.id for r in rules if embeddable(r) and policy.judge_for(r) in {"self", "cascade"}}
-    patched = policy.model_copy(
-        update={"rules": [r.model_copy(update={"judge": "embedding"}) if r.id in names else r for r in policy.rules]}
-    )
-    judge = build_judge(patched, scorer=backend.self_scorer())
-    return PolicyJudge(policy, judge.parts)
 
 
 def describe(event: Event) -> str | None:
@@ -214,8 +179,8 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
         "--judge",
         default="auto",
         choices=["auto", "self", "embedding", "pattern", "cascade"],
-        help="auto: the policy's judges, but the embedding judge where it can score a rule when the model is the "
-        "embedded one (too small to judge itself)",
+        help="auto (default, as in Python): the policy's judges, but the trained embedding judge where it can score "
+        "a rule and the model cannot judge itself (the embedded one, local models under 1B parameters)",
     )
     parser.add_argument("--rewind", choices=["token", "sentence", "off", "verify", "rain"], help="override the policy")
     parser.add_argument("--max-tokens", type=int, default=256)

@@ -14,19 +14,11 @@ from collections.abc import Iterable, Iterator
 from typing import IO, Any
 
 from guardrail.errors import BackendError, JudgeError, PolicyError
-from guardrail.judges.factory import JUDGE_KINDS, build_judge, needs_scorer
-from guardrail.judges.self_eval import OptionScorer
+from guardrail.judges.factory import JUDGE_KINDS
 from guardrail.policy import Policy, load_policy
+from guardrail.presets import AUTO, make_backend, resolve_judge
 
-__all__ = ["add_parsers", "make_scorer", "parse_line"]
-
-
-def make_scorer(model: str | None, model_name: str | None = None) -> OptionScorer:
-    """The self-evaluation scorer of the model ``--model`` names (see ``make_backend``)."""
-    from guardrail.commands.chat import make_backend
-
-    scorer: OptionScorer = make_backend(model, model_name).self_scorer()
-    return scorer
+__all__ = ["add_parsers", "parse_line"]
 
 
 def parse_line(line: str) -> tuple[str, str, Any]:
@@ -59,8 +51,8 @@ def _chunks(lines: Iterable[str], size: int) -> Iterator[list[tuple[int, str]]]:
 def run_judge(args: argparse.Namespace) -> int:
     try:
         policy: Policy = load_policy(args.policy)
-        scorer = make_scorer(args.model, args.model_name) if needs_scorer(policy, args.judge) else None
-        judge = build_judge(policy, scorer=scorer, override=args.judge)
+        backend = make_backend(args.model, args.model_name) if args.model else None
+        judge = resolve_judge(policy, backend, args.judge)  # the library's default, as Guard(...) has it
     except PolicyError as err:
         print(err, file=sys.stderr)
         return 1
@@ -109,7 +101,13 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     judge.add_argument("--policy", default="harmless", help="policy file or built-in name (default: harmless)")
-    judge.add_argument("--judge", choices=JUDGE_KINDS, help="one judge for every rule (default: the policy's)")
+    judge.add_argument(
+        "--judge",
+        default=AUTO,
+        choices=[AUTO, *JUDGE_KINDS],
+        help="one judge for every rule; auto (default): the policy's judges, the trained embedding judge where the "
+        "model (--model, default the embedded one) cannot judge itself, as Guard(...) does",
+    )
     judge.add_argument(
         "--model",
         help="for self-evaluation: 'default' (embedded SmolLM2-135M), a local model folder or .gguf, or an "

@@ -35,6 +35,11 @@ class PolicyJudge(Judge):
     def __init__(self, policy: Policy, parts: Sequence[Judge]) -> None:
         super().__init__(policy, [rule for part in parts for rule in part.rules])
         self.parts = list(parts)
+        self.name = "+".join(dict.fromkeys(part.name for part in self.parts)) or "policy"
+
+    def __repr__(self) -> str:
+        rules = ", ".join(f"{rule.id}: {part.name}" for part in self.parts for rule in part.rules)
+        return f"PolicyJudge({rules})"
 
     def _judge(self, prompt: Prompt, response: str, *, partial: bool, explain: bool) -> Verdict:
         return combine([p.judge(prompt, response, partial=partial, explain=explain) for p in self.parts], self.name)
