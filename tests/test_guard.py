@@ -236,3 +236,15 @@ def test_a_restarted_continuation_does_not_repeat_accepted_text() -> None:
     assert result.text == "First one. Second one. Clean third."
     backend = ScriptedBackend(["First one. BAD.", "Something new entirely."])
     assert Guard(policy(), backend).invoke("hi").text == "First one. Something new entirely."
+
+
+def test_max_tokens_is_enforced_whatever_the_upstream_does() -> None:
+    from tests.fakes import ScriptedBackend
+
+    backend = ScriptedBackend(["one two three four five six seven eight nine ten eleven twelve."])
+    guard = Guard(parse_policy("name: p\nrules: []\n"), backend)
+    result = guard.invoke("count", max_tokens=5)
+    assert result.text.split() == ["one", "two", "three", "four", "five"]
+    assert backend.closed == 1  # the upstream stream was closed, not read to the end
+    streamed = "".join(e.text for e in guard.stream("count", max_tokens=3) if e.type == "text")
+    assert streamed.split() == ["one", "two", "three"]

@@ -113,18 +113,21 @@ class SentenceRewind:
 
     async def _produce(self, messages: list[Message], params: GenerationParams, queue: asyncio.Queue[object]) -> None:
         buffer = SentenceBuffer(self.policy.rewind.max_window_chars)
-        tokens = 0
+        tokens = produced = 0
         started = False
         stream = self.backend.astream(messages, params)
         try:
             async for chunk in stream:
                 started = True
                 tokens += chunk.tokens
+                produced += chunk.tokens
                 if chunk.usage or chunk.tool_calls:
                     await queue.put(chunk)
                 for text in buffer.feed(chunk.text):
                     await queue.put(_Unit(text, tokens))
                     tokens = 0
+                if params.max_tokens is not None and produced >= params.max_tokens:
+                    break  # the guard enforces the limit, whatever the upstream honours
             rest = buffer.flush()
             if rest:
                 await queue.put(_Unit(rest, tokens, last=True))
