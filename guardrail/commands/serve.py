@@ -17,7 +17,28 @@ from guardrail.errors import BackendError, GuardrailError, JudgeError, PolicyErr
 __all__ = ["add_parsers"]
 
 
+def client_keys(args: argparse.Namespace) -> list[str]:
+    """The client keys of ``--api-key`` and GUARDRAIL_API_KEYS, trimmed; ``ValueError`` for a blank one (an unset
+    variable in ``--api-key "$KEY"`` would otherwise start a server that reports a key and accepts everyone)."""
+    given = list(args.api_key or [])
+    env = os.environ.get("GUARDRAIL_API_KEYS")
+    if env is not None:
+        given += env.split(",")
+    keys = [key.strip() for key in given]
+    if any(not key for key in keys):
+        raise ValueError("a client API key is empty or blank (--api-key or GUARDRAIL_API_KEYS): give a real key")
+    return keys
+
+
 def run_serve(args: argparse.Namespace) -> int:
+    try:
+        keys = client_keys(args)
+    except ValueError as err:
+        print(f"guardrail serve: {err}", file=sys.stderr)
+        return 2
+    if not keys and args.host not in {"127.0.0.1", "localhost", "::1"}:
+        print(f"guardrail serve: WARNING: listening on {args.host} with no client API keys: anyone who can reach "
+              "it can use the upstream model; pass --api-key", file=sys.stderr)  # fmt: skip
     try:
         import uvicorn
 
@@ -30,7 +51,6 @@ def run_serve(args: argparse.Namespace) -> int:
     except (PolicyError, JudgeError, BackendError, GuardrailError) as err:
         print(f"guardrail serve: {err}", file=sys.stderr)
         return 1
-    keys = list(args.api_key or []) + [k for k in os.environ.get("GUARDRAIL_API_KEYS", "").split(",") if k]
     name = args.served_name or args.model_name or "guarded"
     app = create_app(guard, model_name=name, api_keys=keys)
     auth = f"{len(keys)} client API key(s)" if keys else "no client API keys"
