@@ -7,7 +7,6 @@ import subprocess
 import sys
 
 import pytest
-from tests.fakes import ScriptedBackend
 
 from guardrail import Guard
 from guardrail.backends.base import StreamingBackend
@@ -17,6 +16,7 @@ from guardrail.judges.pattern import PatternJudge
 from guardrail.judges.self_eval import SelfEvalJudge
 from guardrail.policy import load_policy, parse_policy
 from guardrail.presets import resolve_judge
+from tests.fakes import ScriptedBackend
 
 MIXED = parse_policy(
     "name: mixed\nextends: harmless\nrules:\n"
