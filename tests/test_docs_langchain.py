@@ -14,4 +14,6 @@ def test_every_example_runs(llama_server: str, monkeypatch: pytest.MonkeyPatch) 
     assert len(python_blocks("langchain.md")) >= 7
     namespace = run_document("langchain.md")
     assert isinstance(namespace["answer"], str) and namespace["answer"].strip()
-    assert namespace["state"]["messages"][-1].content is not None
+    last = namespace["state"]["messages"][-1]
+    assert last.type == "ai" and str(last.content).strip()  # the agent answered
+    assert last.response_metadata["guardrail"]["verdicts"] >= 1  # and the answer was judged

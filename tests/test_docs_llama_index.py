@@ -14,12 +14,18 @@ def test_every_example_runs(llama_server: str, monkeypatch: pytest.MonkeyPatch) 
     from llama_index.core.instrumentation import get_dispatcher
     from llama_index.core.llms import MockLLM
 
+    from guardrail.adapters.llama_index import GuardedLLM
+
     monkeypatch.setenv("LLM_BASE_URL", llama_server)
     handlers = list(get_dispatcher().event_handlers)
     assert len(python_blocks("llama_index.md")) >= 4
     try:
         namespace = run_document("llama_index.md")
-        assert namespace["index"] is not None and isinstance(namespace["ask"], object)
+        import asyncio
+
+        answer = asyncio.run(namespace["ask"]())  # the document's own async query, run once more
+        assert answer.strip() and answer.strip() != "I can't help with that."
+        assert isinstance(Settings.llm, GuardedLLM)  # answered by the guarded model the document set
     finally:
         get_dispatcher().event_handlers[:] = handlers
         Settings.llm = MockLLM()
