@@ -10,11 +10,10 @@ pytestmark = pytest.mark.slow
 
 
 def test_every_example_runs(llama_server: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from guardrail.adapters.llama_index import GuardedLLM
     from llama_index.core import Settings
     from llama_index.core.instrumentation import get_dispatcher
     from llama_index.core.llms import MockLLM
-
-    from guardrail.adapters.llama_index import GuardedLLM
 
     monkeypatch.setenv("LLM_BASE_URL", llama_server)
     handlers = list(get_dispatcher().event_handlers)
