@@ -187,4 +187,4 @@ def test_cli_judge_self_over_llama_cpp(llama_server: str) -> None:
         check=True,
     )
     record = json.loads(result.stdout)
-    assert record["id"] == "x1" and record["judge"] == "policy" and record["cost"]["api_calls"] == 2
+    assert record["id"] == "x1" and record["judge"] == "self" and record["cost"]["api_calls"] == 2
