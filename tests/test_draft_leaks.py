@@ -151,34 +151,10 @@ def li_handlers() -> Iterator[tuple[list[str], Any]]:
 
 
 def _li_inner() -> Any:
-    from llama_index.core.llms import MockLLM
-    from llama_index.core.llms.callbacks import llm_completion_callback
+    """Streams the draft on its first call, a clean continuation after (tests/test_llama_index.py's fake)."""
+    from tests.test_llama_index import Scripted
 
-    class Drafting(MockLLM):
-        """Streams the draft on odd calls and a clean continuation on even ones."""
-
-        calls: int = 0
-
-        def _reply(self) -> str:
-            self.calls += 1
-            return DRAFT if self.calls % 2 else "It is Paris."
-
-        @llm_completion_callback()
-        def stream_complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> Any:
-            from llama_index.core.base.llms.types import CompletionResponse
-
-            text = self._reply()
-
-            def gen() -> Iterator[CompletionResponse]:
-                sofar = ""
-                for word in text.split(" "):
-                    piece = word if not sofar else " " + word
-                    sofar += piece
-                    yield CompletionResponse(text=sofar, delta=piece)
-
-            return gen()
-
-    return Drafting()
+    return Scripted(replies=[DRAFT, "It is Paris."])
 
 
 @pytest.mark.parametrize("mode", ["chat", "stream_chat", "achat", "astream_chat"])
