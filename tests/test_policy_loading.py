@@ -84,7 +84,7 @@ EXPECTED = {
     "judge.yaml": "5:12: rules[0].judge: unknown judge 'strictt' (did you mean 'strict'?)",
     "mode.yaml": "3:9: rewind.mode: must be 'auto', 'token', 'sentence' or 'off', got 'tokens' (did you mean 'token'?)",
     "py.yaml": "1:7: name: unsupported YAML tag",
-    "re.yaml": "5:14: rules[0].patterns: invalid regular expression '(unclosed'",
+    "re.yaml": "5:14: rules[0].patterns: regular expression '(unclosed' is not accepted: missing )",
     "rec.yaml": "1:4: a[0]: recursive alias",
     "syn.yaml": "2:6: invalid YAML: mapping values are not allowed here",
     "latin.yaml": "1:1: not UTF-8 text (byte 0xff)",

@@ -1,19 +1,25 @@
-"""The pattern judge: a rule's regular expressions and keywords, matched exactly. Cheap and certain."""
+"""The pattern judge: a rule's regular expressions and keywords, matched exactly. Cheap and certain.
+
+Patterns are RE2 (``guardrail.regex``): matching is linear in the text, so no pattern and no input can stall
+the guard. A call whose matching still runs past ``MATCH_TIME_LIMIT_S`` (a multi-megabyte answer against many
+patterns) is a ``JudgeError``, which the guard treats like any failed judge, never a hang.
+"""
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 
+from guardrail.errors import JudgeError
 from guardrail.judges.base import Judge, Prompt
 from guardrail.judges.verdict import Verdict
 from guardrail.policy import Policy, Rule
+from guardrail.regex import MATCH_TIME_LIMIT_S, Deadline, LinearPattern, compile_pattern, keyword_pattern
 
 __all__ = ["PatternJudge"]
 
 
 class PatternJudge(Judge):
-    """Fires a rule when one of its ``patterns`` (regex) or ``keywords`` (whole words, any case) occurs.
+    """Fires a rule when one of its ``patterns`` (RE2 regex) or ``keywords`` (whole words, any case) occurs.
 
     The verdict's ``spans`` locate the matches (for ``redact``); the matched text itself is never copied into
     the rationale, since it may be the very personal data the rule protects.
@@ -21,24 +27,32 @@ class PatternJudge(Judge):
 
     name = "pattern"
 
-    def __init__(self, policy: Policy, rules: Sequence[Rule] | None = None) -> None:
+    def __init__(
+        self, policy: Policy, rules: Sequence[Rule] | None = None, *, time_limit_s: float = MATCH_TIME_LIMIT_S
+    ) -> None:
         super().__init__(policy, rules)
         self.rules = [rule for rule in self.rules if rule.patterns or rule.keywords]
-        self._compiled: list[tuple[Rule, list[re.Pattern[str]]]] = []
+        self.time_limit_s = time_limit_s
+        self._compiled: list[tuple[Rule, list[LinearPattern]]] = []
         for rule in self.rules:
-            compiled = [re.compile(pattern) for pattern in rule.patterns]
-            compiled += [re.compile(rf"(?<!\w){re.escape(word)}(?!\w)", re.IGNORECASE) for word in rule.keywords]
+            compiled = [compile_pattern(pattern) for pattern in rule.patterns]
+            compiled += [keyword_pattern(word) for word in rule.keywords]
             self._compiled.append((rule, compiled))
 
     def spans(self, response: str) -> list[tuple[int, int, str]]:
         """(start, end, rule id) of every match, in order."""
-        found = [
-            (match.start(), match.end(), rule.id)
-            for rule, patterns in self._compiled
-            for pattern in patterns
-            for match in pattern.finditer(response)
-            if match.end() > match.start()
-        ]
+        deadline = Deadline(self.time_limit_s)
+        found: list[tuple[int, int, str]] = []
+        try:
+            for rule, patterns in self._compiled:
+                for pattern in patterns:
+                    found.extend((start, end, rule.id) for start, end in pattern.spans(response))
+                    deadline.check()
+        except TimeoutError as err:
+            raise JudgeError(
+                f"the pattern judge gave up on a {len(response):,}-character text: {err}; "
+                "split the text or use fewer patterns"
+            ) from None
         return sorted(found)
 
     def _judge(self, prompt: Prompt, response: str, *, partial: bool, explain: bool) -> Verdict:

@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
+from guardrail.regex import PatternSyntaxError, compile_pattern
 from guardrail.taxonomy import EVALUATION_ONLY, all_category_ids
 
 __all__ = [
@@ -164,7 +165,11 @@ class Rule(StrictModel):
     threshold: float | None = Field(
         None, description="Violation score at or above which the rule fires; default: judge.threshold."
     )
-    patterns: list[str] = Field(default_factory=list, description="Regular expressions for the pattern judge.")
+    patterns: list[str] = Field(
+        default_factory=list,
+        description="Regular expressions for the pattern judge, RE2 syntax (linear time: no look-around or "
+        "back-references; name the reported part `(?P<match>...)` to match boundary characters around it).",
+    )
     keywords: list[str] = Field(
         default_factory=list, description="Words or phrases for the pattern judge (case-insensitive)."
     )
@@ -207,9 +212,16 @@ class Rule(StrictModel):
     def _patterns(cls, value: list[str]) -> list[str]:
         for pattern in value:
             try:
-                re.compile(pattern)
-            except re.error as err:
-                raise ValueError(f"invalid regular expression {pattern!r}: {err}") from None
+                compile_pattern(pattern)
+            except PatternSyntaxError as err:
+                raise ValueError(f"regular expression {pattern!r} is not accepted: {err}") from None
+        return value
+
+    @field_validator("keywords")
+    @classmethod
+    def _keywords(cls, value: list[str]) -> list[str]:
+        if any(not word.strip() for word in value):
+            raise ValueError("a keyword is empty or blank")
         return value
 
     @field_validator("actions")
