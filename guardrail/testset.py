@@ -17,6 +17,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from guardrail.files import read_bounded
+
 __all__ = [
     "BADS",
     "KEYWORDS",
@@ -97,6 +99,10 @@ def dedupe(prompts: Iterable[EvalPrompt]) -> list[EvalPrompt]:
     return out
 
 
+#: A prompt set is at most this large (a million prompts of ~250 bytes).
+MAX_PROMPT_SET_BYTES = 256 << 20
+
+
 def load_prompts(path: str | Path, *, column: str | None = None) -> list[EvalPrompt]:
     """Prompts from JSON lines or CSV, from a ``prompt`` (or ``question``, ``goal``, ``text``) column.
 
@@ -104,7 +110,12 @@ def load_prompts(path: str | Path, *, column: str | None = None) -> list[EvalPro
     """
     path = Path(path)
     rows: list[dict[str, Any]]
-    text = path.read_text(encoding="utf-8")
+    raw = read_bounded(path, MAX_PROMPT_SET_BYTES, "prompt set")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        bad_line = raw[: err.start].count(b"\n") + 1
+        raise ValueError(f"{path}:{bad_line}: not UTF-8 text; save the file as UTF-8") from None
     if path.suffix.lower() == ".csv":
         rows = list(csv.DictReader(text.splitlines()))
     else:

@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import stat
 import sys
 import time
 from collections.abc import Iterable, Iterator
 from typing import IO, Any
 
 from guardrail.errors import BackendError, JudgeError, PolicyError
+from guardrail.files import FileRejected, Line, decoded_lines
 from guardrail.judges.factory import JUDGE_KINDS
 from guardrail.policy import Policy, load_policy
 from guardrail.presets import AUTO, make_backend, resolve_judge
@@ -36,16 +39,26 @@ def parse_line(line: str) -> tuple[str, str, Any]:
     return prompt, response, data.get("id")
 
 
-def _chunks(lines: Iterable[str], size: int) -> Iterator[list[tuple[int, str]]]:
-    chunk: list[tuple[int, str]] = []
-    for number, line in enumerate(lines, start=1):
-        if line.strip():
-            chunk.append((number, line))
+def _chunks(lines: Iterable[Line], size: int) -> Iterator[list[Line]]:
+    chunk: list[Line] = []
+    for line in lines:
+        if line.text is None or line.text.strip():
+            chunk.append(line)
         if len(chunk) >= size:
             yield chunk
             chunk = []
     if chunk:
         yield chunk
+
+
+def _open_input(path: str) -> IO[bytes]:
+    """The input file, opened for reading after checking it is a regular file (not a device or a directory)."""
+    info = os.stat(path) if os.path.exists(path) else None
+    if info is None:
+        raise FileRejected(f"no input file {path!r}")
+    if not stat.S_ISREG(info.st_mode) and not stat.S_ISFIFO(info.st_mode):  # a pipe streams lines: fine
+        raise FileRejected(f"input {path!r} is not a regular file or a pipe")
+    return open(path, "rb")  # closed by the caller
 
 
 def run_judge(args: argparse.Namespace) -> int:
@@ -59,18 +72,24 @@ def run_judge(args: argparse.Namespace) -> int:
     except (JudgeError, BackendError) as err:
         print(f"guardrail judge: {err}", file=sys.stderr)
         return 1
-    source: IO[str] = open(args.input, encoding="utf-8") if args.input else sys.stdin  # noqa: SIM115
+    try:
+        source: IO[bytes] = _open_input(args.input) if args.input else sys.stdin.buffer
+    except FileRejected as err:
+        print(f"guardrail judge: {err}", file=sys.stderr)
+        return 1
     judged = errors = 0
     started = time.perf_counter()
     try:
-        for chunk in _chunks(source, args.batch):
+        for chunk in _chunks(decoded_lines(source), args.batch):
             good: list[tuple[int, str, str, Any]] = []
             out: dict[int, dict[str, Any]] = {}
-            for number, line in chunk:
+            for line in chunk:
                 try:
-                    good.append((number, *parse_line(line)))
+                    if line.text is None:
+                        raise ValueError(line.error)
+                    good.append((line.number, *parse_line(line.text)))
                 except ValueError as err:
-                    out[number] = {"line": number, "error": str(err)}
+                    out[line.number] = {"line": line.number, "error": str(err)}
                     errors += 1
             try:
                 verdicts = judge.judge_many([(p, r) for _, p, r, _ in good], explain=args.explain)
@@ -85,7 +104,7 @@ def run_judge(args: argparse.Namespace) -> int:
                 sys.stdout.write(json.dumps(out[number], ensure_ascii=False) + "\n")
             sys.stdout.flush()
     finally:
-        if source is not sys.stdin:
+        if source is not sys.stdin.buffer:
             source.close()
     elapsed = time.perf_counter() - started
     rate = judged / elapsed if elapsed > 0 else 0.0

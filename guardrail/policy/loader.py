@@ -14,13 +14,16 @@ from typing import Any
 from pydantic import ValidationError
 
 from guardrail.errors import PolicyError, PolicyIssue
+from guardrail.files import FileRejected, read_bounded
 from guardrail.policy.schema import Policy, suggest
-from guardrail.policy.source import DataPath, YamlDocument, decode_policy_bytes, parse_yaml
+from guardrail.policy.source import MAX_POLICY_BYTES, DataPath, YamlDocument, decode_policy_bytes, parse_yaml
 
 __all__ = ["builtin_policy_names", "load_policy", "parse_policy"]
 
 _BUILTIN_PACKAGE = "guardrail.policies"
 _SETTINGS_MERGED_DEEP = ("rewind", "judge", "judges", "audit")
+_POLICY_KEYS = frozenset(Policy.model_fields)
+_KEY_LIST = ", ".join(sorted(_POLICY_KEYS))
 
 
 def builtin_policy_names() -> list[str]:
@@ -69,6 +72,9 @@ class _Resolver:
                 raise PolicyError(
                     doc.issue((), f"a policy must be a mapping with 'name:' and 'rules:', got {_kind(doc.data)}")
                 )
+            if not set(map(str, doc.data)) & _POLICY_KEYS:
+                # say nothing of what the file holds: `extends` may point at any file (/etc/shadow)
+                raise PolicyError(doc.issue((), f"not a policy: none of its top-level keys is one of {_KEY_LIST}"))
             return self._validate(doc, base_dir)
         finally:
             self.chain.pop()
@@ -92,9 +98,9 @@ class _Resolver:
                 f"no policy file {name!r} and no built-in policy of that name{hint}; built-ins: {', '.join(builtins)}",
             )
         try:
-            raw = path.read_bytes()
-        except OSError as err:
-            raise _at(origin, f"cannot read {str(path)!r}: {err.strerror or err}") from None
+            raw = read_bounded(path, MAX_POLICY_BYTES, "policy file")
+        except FileRejected as err:
+            raise _at(origin, str(err)) from None
         shown = name if origin is None else _display(path)  # what the user typed, or the path extends reached
         return decode_policy_bytes(raw, shown), shown, path.resolve().parent, str(path.resolve())
 

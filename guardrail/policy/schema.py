@@ -39,6 +39,7 @@ DEFAULT_REFUSAL = "I can't help with that."
 #: Judge kinds every policy may name without declaring them under ``judges:``.
 BUILTIN_JUDGES: tuple[str, ...] = ("self", "embedding", "pattern", "cascade")
 _ID = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
+_KEY_SHAPE = re.compile(r"^[A-Za-z0-9_. -]{1,40}$")  # what a mistyped key looks like; anything else is not echoed
 
 
 def suggest(word: str, choices: list[str]) -> str:
@@ -60,10 +61,11 @@ class StrictModel(BaseModel):
             for key in data:
                 if key not in known:
                     hint = suggest(str(key), sorted(known))
+                    shown = f"'{key}'" if _KEY_SHAPE.match(str(key)) else "(not shown: not a key name)"
                     raise PydanticCustomError(
                         "unknown_key",
-                        "unknown key '{key}'{hint}; allowed keys: {allowed}",
-                        {"key": str(key), "hint": hint, "allowed": ", ".join(sorted(known))},
+                        "unknown key {shown}{hint}; allowed keys: {allowed}",
+                        {"key": str(key), "shown": shown, "hint": hint, "allowed": ", ".join(sorted(known))},
                     )
         return data
 

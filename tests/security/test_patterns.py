@@ -13,7 +13,10 @@ from guardrail.judges.pattern import PatternJudge
 from guardrail.policy import load_policy, parse_policy
 from guardrail.regex import compile_pattern, keyword_pattern
 
-REDOS = "name: redos\nrules:\n  - {id: aaa, criterion: all a, judge: pattern, scope: [input, output], patterns: ['^(a+)+$']}\n"
+REDOS = (
+    "name: redos\nrules:\n"
+    "  - {id: aaa, criterion: all a, judge: pattern, scope: [input, output], patterns: ['^(a+)+$']}\n"
+)
 
 
 def finishes(call: Callable[[], Any], within_s: float = 20.0) -> Any:
