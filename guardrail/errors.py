@@ -56,7 +56,15 @@ class PolicyError(GuardrailError):
 
 
 class BackendError(GuardrailError):
-    """The model backend failed (connection, HTTP status, malformed stream, missing package)."""
+    """The model backend failed (connection, HTTP status, malformed stream, missing package).
+
+    ``str(err)`` is the whole story, for the operator's log (credentials masked); ``public`` is a short summary
+    safe to show a client of ``guardrail serve`` (a status and a reason, never upstream text, URLs or paths).
+    """
+
+    def __init__(self, message: str, *, public: str = "the upstream model failed") -> None:
+        self.public = public
+        super().__init__(message)
 
 
 class JudgeError(GuardrailError):

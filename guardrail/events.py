@@ -93,11 +93,12 @@ class FallbackEvent:
     rules: tuple[str, ...]
     message: str = ""
     scope: Literal["input", "output"] = "output"
+    reason: Literal["violation", "deadline"] = "violation"
     type: Literal["fallback"] = "fallback"
 
     def to_dict(self) -> dict[str, Any]:
         return {"type": self.type, "action": self.action, "rules": list(self.rules), "message": self.message,
-                "scope": self.scope}  # fmt: skip
+                "scope": self.scope, "reason": self.reason}  # fmt: skip
 
 
 @dataclass(frozen=True)

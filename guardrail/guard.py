@@ -7,9 +7,10 @@ backend, judges, audit sink); each call's state lives in the call, so one Guard 
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -19,9 +20,10 @@ from guardrail.actions import Budget, Decision, decide
 from guardrail.audit import AuditSink
 from guardrail.backends.base import GenerationParams, Message, StreamingBackend
 from guardrail.errors import GuardrailError, GuardrailViolation
-from guardrail.events import Event, FallbackEvent, FinalEvent, GuardResult, TextEvent, VerdictEvent, text_hash
+from guardrail.events import Event, FallbackEvent, FinalEvent, GuardResult, TextEvent, VerdictEvent
 from guardrail.judges.base import Judge
 from guardrail.policy import Policy, load_policy
+from guardrail.policy.schema import DEFAULT_REFUSAL
 from guardrail.presets import resolve_judge
 from guardrail.rewind.request import Request, RunState
 from guardrail.rewind.sentence import SentenceRewind
@@ -53,6 +55,7 @@ class Guard:
         input_judge: Judge | str | None = None,
         audit: AuditSink | str | Path | None = None,
         max_tokens: int | None = 512,
+        deadline_s: float | None = None,
     ) -> None:
         if backend is None:
             raise GuardrailError("Guard needs a backend, e.g. OpenAIBackend(base_url) or a local model backend")
@@ -63,8 +66,15 @@ class Guard:
         self.judge = resolve_judge(self.policy, backend, judge)
         by_name = judge if isinstance(judge, str) else None  # a Judge object judges the output rules only
         self.input_judge = resolve_judge(self.policy, backend, input_judge or by_name, scope="input")
-        self.audit = AuditSink(audit) if isinstance(audit, (str, Path)) else audit
+        settings = self.policy.audit
+        self.audit = (
+            AuditSink(audit, on_error=settings.on_error, max_bytes=settings.max_bytes, backups=settings.backups)
+            if isinstance(audit, (str, Path))
+            else audit
+        )  # opened now: an unwritable audit location is an AuditError here, not at the first request
         self.max_tokens = max_tokens
+        #: seconds one request may take in all; default the policy's ``rewind.deadline_s``
+        self.deadline_s = deadline_s if deadline_s is not None else self.policy.rewind.deadline_s
         self.strategy = self._strategy()
 
     def __repr__(self) -> str:
@@ -119,12 +129,21 @@ class Guard:
 
     def _record(self, event: Event, request: Request) -> None:
         if self.audit is not None:
-            prompt = str(request.messages[-1].get("content") or "")
-            text = prompt if self.policy.audit.include_rejected_text else None
             self.audit.record(
-                event, request_id=request.request_id, policy=self.policy.name, prompt_sha256=text_hash(prompt),
-                prompt_text=text,
+                event, request_id=request.request_id, policy=self.policy.name,
+                prompt=str(request.messages[-1].get("content") or ""),
+                raw_text=self.policy.audit.include_rejected_text,
             )  # fmt: skip
+
+    def _expired(self) -> FallbackEvent:
+        """The fallback when the deadline passes: the ladder's last step if it refuses or raises, else a refusal
+        (there is no unverified rest to flag or redact: generation stopped)."""
+        last = self.policy.actions[-1]
+        action = last.action if last.action in {"refuse", "raise"} else "refuse"
+        message = getattr(last, "message", None) or DEFAULT_REFUSAL
+        if action == "raise":
+            message = f"the request ran past its deadline ({self.deadline_s:g}s)"
+        return FallbackEvent(action, (), message, reason="deadline")
 
     # ------------------------------------------------------------------------------------------ the engine
 
@@ -141,28 +160,33 @@ class Guard:
             if blocked is not None and blocked.action == "redact":
                 request = _redacted_input(request, state, blocked.message)
             source = self.strategy.run(request, state)
-        async for event in source:
-            self._record(event, request)
-            if isinstance(event, FallbackEvent):
-                if event.action in {"redact", "flag"}:
-                    fallback = fallback or event
+        if self.deadline_s is not None:
+            source = _until(source, started + self.deadline_s, self._expired)
+        try:
+            async for event in source:
+                self._record(event, request)
+                if isinstance(event, FallbackEvent):
+                    if event.action in {"redact", "flag"}:
+                        fallback = fallback or event
+                        yield event
+                        continue
+                    fallback = event
                     yield event
+                    if event.action == "raise":
+                        raise GuardrailViolation(event.message, rules=event.rules, score=_last_score(state))
+                    text = event.message
+                    if request.streaming and texts and text:
+                        text = ("" if texts[-1].endswith((" ", "\n")) else " ") + text
+                    if not request.streaming:
+                        texts.clear()
+                    texts.append(text)
+                    yield TextEvent(text)
                     continue
-                fallback = event
+                if isinstance(event, TextEvent):
+                    texts.append(event.text)
                 yield event
-                if event.action == "raise":
-                    raise GuardrailViolation(event.message, rules=event.rules, score=_last_score(state))
-                text = event.message
-                if request.streaming and texts and text:
-                    text = ("" if texts[-1].endswith((" ", "\n")) else " ") + text
-                if not request.streaming:
-                    texts.clear()
-                texts.append(text)
-                yield TextEvent(text)
-                continue
-            if isinstance(event, TextEvent):
-                texts.append(event.text)
-            yield event
+        finally:
+            await source.aclose()  # type: ignore[attr-defined]  # an error or a consumer leaving stops the work
         if blocked is not None and blocked.action in {"flag", "redact"} and fallback is None:
             fallback = FallbackEvent(blocked.action, blocked.rules, blocked.message, "input")
         result = GuardResult(
@@ -213,6 +237,28 @@ class Guard:
     def stream_text(self, prompt: str | Sequence[Message], **params: Any) -> Iterator[str]:
         """``astream_text`` for sync code."""
         return _sync.iterate(self.astream_text(prompt, **params))
+
+
+async def _until(
+    source: AsyncIterator[Event], deadline: float, expired: Callable[[], FallbackEvent]
+) -> AsyncIterator[Event]:
+    """``source``'s events until ``deadline`` (``time.perf_counter()``); then ``expired()``'s fallback, and the
+    step in progress (an upstream read, a judge call, a regeneration) is cancelled. Closing stops ``source``."""
+    try:
+        while True:
+            remaining = deadline - time.perf_counter()
+            try:
+                if remaining <= 0:
+                    raise TimeoutError
+                event = await asyncio.wait_for(anext(source), remaining)
+            except StopAsyncIteration:
+                return
+            except TimeoutError:
+                yield expired()
+                return
+            yield event
+    finally:
+        await source.aclose()  # type: ignore[attr-defined]
 
 
 def _redacted_input(request: Request, state: RunState, replacement: str) -> Request:

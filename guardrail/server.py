@@ -3,8 +3,10 @@
 Apps in any language use the guard by changing a base URL. ``POST /v1/chat/completions`` (streaming and
 not) and ``GET /v1/models``; the verdict and rewind summary rides in a ``guardrail`` extension field (of the
 response, and of the last streamed chunk); only verified text is streamed. Optional API keys for clients
-(``Authorization: Bearer``). A client that disconnects mid-stream cancels its upstream work. Needs the
-``serve`` extra (starlette, uvicorn).
+(``Authorization: Bearer``). Every request is validated (``guardrail.chat_request``) and bounded (body size,
+message count, prompt tokens, ``max_tokens``) before any work starts; errors use OpenAI's error shape, and
+upstream details (which may carry keys, URLs, paths) go to the server's log, never to the client. A client
+that disconnects, streaming or not, cancels its work. Needs the ``serve`` extra (starlette, uvicorn).
 """
 
 from __future__ import annotations
@@ -12,41 +14,65 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
+import logging
 import time
-from collections.abc import AsyncIterator, Iterable
-from typing import Any
+from collections.abc import AsyncIterator, Coroutine, Iterable
+from typing import Any, TypeVar
 
+from guardrail.audit import AuditError, mask_secrets
+from guardrail.chat_request import ChatRequest, RequestRejected, ServerLimits, parse_request
 from guardrail.errors import BackendError, GuardrailError, GuardrailViolation
 from guardrail.events import FinalEvent, GuardResult, TextEvent
 from guardrail.guard import Guard
 
-__all__ = ["create_app"]
+__all__ = ["ServerLimits", "create_app"]
+
+T = TypeVar("T")
 
 
-def _error(status: int, message: str, kind: str, **extra: Any) -> Any:
+_log = logging.getLogger("guardrail.server")
+_AUTH = "missing or wrong API key (Authorization: Bearer ...)"
+_AUDIT = "the audit record of this answer could not be written, so the answer is withheld; tell the operator"
+
+
+def _error(status: int, message: str, kind: str, param: str | None = None, **extra: Any) -> Any:
+    """An error in OpenAI's shape: ``{"error": {"message", "type", "param", "code"}}``."""
     from starlette.responses import JSONResponse
 
-    return JSONResponse({"error": {"message": message, "type": kind, **extra}}, status_code=status)
+    body = {"message": message, "type": kind, "param": param, "code": None, **extra}
+    return JSONResponse({"error": body}, status_code=status)
 
 
-def _text_of(content: Any) -> str:
-    """OpenAI message content: a string, or a list of parts of which the text parts count."""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "".join(str(p.get("text", "")) for p in content if isinstance(p, dict) and p.get("type") == "text")
-    return "" if content is None else str(content)
+def _error_of(err: GuardrailError) -> tuple[int, dict[str, Any]]:
+    """Status and OpenAI-shaped error body for a guard error; upstream details stay in the server's log."""
+    if isinstance(err, GuardrailViolation):
+        return 400, {"message": str(err), "type": "guardrail_violation", "rules": list(err.rules)}
+    if isinstance(err, BackendError):
+        _log.warning("upstream error: %s", mask_secrets(str(err)))
+        return 502, {"message": err.public, "type": "upstream_error"}
+    if isinstance(err, AuditError):
+        _log.error("%s", err)
+        return 503, {"message": _AUDIT, "type": "audit_error"}
+    _log.warning("request failed: %s", mask_secrets(str(err)))
+    return 500, {"message": "the guard failed on this request; see the server's log", "type": "guardrail_error"}
 
 
 def _finish(result: GuardResult) -> str:
     return "content_filter" if result.fallback is not None and result.fallback.action in {"refuse", "raise"} else "stop"
 
 
+class _ClientGone(Exception):
+    """The client disconnected before the answer was ready."""
+
+
 class _Handler:
-    def __init__(self, guard: Guard, model_name: str, api_keys: Iterable[str]) -> None:
+    def __init__(self, guard: Guard, model_name: str, api_keys: Iterable[str], limits: ServerLimits) -> None:
         self.guard = guard
         self.model_name = model_name
         self.api_keys = [key.encode() for key in api_keys if key]
+        context = guard.backend.context_tokens
+        self.limits = limits
+        self.max_prompt_tokens = limits.max_prompt_tokens or (context if context else 32768)
 
     def authorized(self, request: Any) -> bool:
         if not self.api_keys:
@@ -59,7 +85,7 @@ class _Handler:
         from starlette.responses import JSONResponse
 
         if not self.authorized(request):
-            return _error(401, "missing or wrong API key (Authorization: Bearer ...)", "authentication_error")
+            return _error(401, _AUTH, "authentication_error")
         return JSONResponse(
             {
                 "object": "list",
@@ -67,41 +93,63 @@ class _Handler:
             }
         )
 
+    async def _body(self, request: Any) -> bytes:
+        """The request body, read up to the size limit (413 past it, before the rest is read)."""
+        limit = self.limits.max_body_bytes
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise RequestRejected(413, f"the request body is larger than {limit} bytes")
+        body = bytearray()
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > limit:
+                raise RequestRejected(413, f"the request body is larger than {limit} bytes")
+        return bytes(body)
+
+    async def _parse(self, request: Any) -> ChatRequest:
+        body = await self._body(request)
+        try:
+            data = json.loads(body)
+        except (ValueError, RecursionError):
+            raise RequestRejected(400, "the request body is not JSON") from None
+        parsed = parse_request(data, self.limits)
+        chat = parsed.chat()
+        size = sum(len(m["content"]) for m in chat)
+        if size > self.max_prompt_tokens * 16:  # no tokenizer yields fewer than 1 token per 16 characters
+            tokens = size // 16
+        else:  # tokenizing is CPU work: off the event loop
+            tokens = await asyncio.to_thread(self.guard.backend.count_tokens, chat)
+        if tokens > self.max_prompt_tokens:
+            raise RequestRejected(
+                400, f"the prompt has about {tokens} tokens; this server allows {self.max_prompt_tokens}", "messages"
+            )
+        return parsed
+
     async def completions(self, request: Any) -> Any:
         from starlette.responses import JSONResponse
 
         if not self.authorized(request):
-            return _error(401, "missing or wrong API key (Authorization: Bearer ...)", "authentication_error")
+            return _error(401, _AUTH, "authentication_error")
         try:
-            body = json.loads(await request.body())
-        except ValueError:
-            return _error(400, "the request body is not JSON", "invalid_request_error")
-        messages = body.get("messages") if isinstance(body, dict) else None
-        if not isinstance(messages, list) or not messages or not all(isinstance(m, dict) for m in messages):
-            return _error(400, "'messages' must be a non-empty list of {role, content}", "invalid_request_error")
-        chat = [{"role": str(m.get("role", "user")), "content": _text_of(m.get("content"))} for m in messages]
-        params: dict[str, Any] = {}
-        for key in ("temperature", "seed", "stop"):
-            if body.get(key) is not None:
-                params[key] = body[key]
-        limit = body.get("max_tokens") or body.get("max_completion_tokens")
-        if limit is not None:
-            params["max_tokens"] = int(limit)
+            parsed = await self._parse(request)
+        except RequestRejected as err:
+            kind = "invalid_request_error" if err.status == 400 else "request_too_large"
+            return _error(err.status, str(err), kind, err.param)
+        chat, params = parsed.chat(), parsed.params()
         created = int(time.time())
-        if body.get("stream"):
-            usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        if parsed.stream:
+            usage = bool(parsed.stream_options and parsed.stream_options.include_usage)
             return _stream_response()(
                 self._stream(chat, params, created, usage), media_type="text/event-stream",
                 headers={"Cache-Control": "no-cache"},
             )  # fmt: skip
         try:
-            result = await self.guard.ainvoke(chat, **params)
-        except GuardrailViolation as err:
-            return _error(400, str(err), "guardrail_violation", rules=list(err.rules))
-        except BackendError as err:
-            return _error(502, str(err), "upstream_error")
+            result = await _unless_client_leaves(request, self.guard.ainvoke(chat, **params))
+        except _ClientGone:
+            return _error(499, "client closed the request", "client_closed")  # nobody reads it; the work stopped
         except GuardrailError as err:
-            return _error(400, str(err), "invalid_request_error")
+            status, body = _error_of(err)
+            return _error(status, body.pop("message"), body.pop("type"), **body)
         return JSONResponse(
             {
                 "id": f"chatcmpl-{result.request_id}",
@@ -148,14 +196,34 @@ class _Handler:
                         extra["usage"] = {"prompt_tokens": 0, "completion_tokens": result.completion_tokens,
                                           "total_tokens": result.completion_tokens}  # fmt: skip
                     yield self._chunk(ident, created, {}, _finish(result), **extra)
-        except GuardrailViolation as err:
-            error = {"message": str(err), "type": "guardrail_violation", "rules": list(err.rules)}
-            yield f"data: {json.dumps({'error': error})}\n\n"
-        except BackendError as err:
-            yield f"data: {json.dumps({'error': {'message': str(err), 'type': 'upstream_error'}})}\n\n"
+        except GuardrailError as err:
+            _, body = _error_of(err)
+            yield f"data: {json.dumps({'error': {**body, 'param': None, 'code': None}})}\n\n"
         finally:
             await events.aclose()  # type: ignore[attr-defined]  # a disconnect lands here: upstream work stops
         yield "data: [DONE]\n\n"
+
+
+async def _unless_client_leaves(request: Any, work: Coroutine[Any, Any, T]) -> T:
+    """Await ``work``, cancelling it (and so the guard, the upstream request, the local generation) when the
+    client disconnects first."""
+    task = asyncio.ensure_future(work)
+
+    async def client_left() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
+    watcher = asyncio.ensure_future(client_left())
+    try:
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for pending in (task, watcher):
+            if not pending.done():
+                pending.cancel()
+        await asyncio.gather(task, watcher, return_exceptions=True)
+    if task.cancelled():
+        raise _ClientGone
+    return task.result()
 
 
 def _stream_response() -> Any:
@@ -180,8 +248,10 @@ def _stream_response() -> Any:
     return DisconnectAwareStream
 
 
-def create_app(guard: Guard, *, model_name: str = "guarded", api_keys: Iterable[str] = ()) -> Any:
-    """The ASGI app (Starlette) serving ``guard`` under ``/v1``.
+def create_app(
+    guard: Guard, *, model_name: str = "guarded", api_keys: Iterable[str] = (), limits: ServerLimits | None = None
+) -> Any:
+    """The ASGI app (Starlette) serving ``guard`` under ``/v1``; ``limits`` bound each request.
 
     Example::
 
@@ -194,7 +264,7 @@ def create_app(guard: Guard, *, model_name: str = "guarded", api_keys: Iterable[
         from starlette.routing import Route
     except ImportError:
         raise GuardrailError("guardrail serve needs the serve extra: pip install 'guardrail-rewind[serve]'") from None
-    handler = _Handler(guard, model_name, api_keys)
+    handler = _Handler(guard, model_name, api_keys, limits or ServerLimits())
 
     async def health(_: Any) -> Any:
         return JSONResponse({"status": "ok", "policy": guard.policy.name})

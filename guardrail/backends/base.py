@@ -55,6 +55,13 @@ class StreamingBackend(ABC):
     def astream(self, messages: Sequence[Message], params: GenerationParams) -> AsyncIterator[Chunk]:
         """Stream the reply to ``messages``; closing the iterator must cancel the upstream request."""
 
+    #: the model's context window in tokens, where known (``guardrail serve`` bounds prompts by it)
+    context_tokens: int | None = None
+
+    def count_tokens(self, messages: Sequence[Message]) -> int:
+        """Tokens the prompt takes; by default an estimate (UTF-8 bytes / 4, plus 4 per message)."""
+        return sum(len(str(m.get("content") or "").encode("utf-8", "replace")) // 4 + 4 for m in messages)
+
     def self_scorer(self) -> OptionScorer | None:
         """The scorer with which this model judges itself (None: it cannot)."""
         return None

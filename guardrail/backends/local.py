@@ -86,12 +86,18 @@ class LocalBackend(StreamingBackend):
         self.lock = threading.RLock()
         # models under 1B parameters (the embedded 135M one) judge themselves near chance (docs/algorithms.md)
         self.can_self_judge = model.num_parameters() >= SELF_JUDGE_MIN_PARAMETERS
+        context = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+        self.context_tokens = int(context) if isinstance(context, int) else None
 
     def __repr__(self) -> str:
         return f"LocalBackend({type(self.model).__name__}, {self.model.num_parameters() / 1e6:.1f}M parameters)"
 
     def self_scorer(self) -> OptionScorer:
         return self.scorer
+
+    def count_tokens(self, messages: Sequence[Message]) -> int:
+        """The prompt's tokens under the model's chat template (exact)."""
+        return len(self.scorer.template_ids(list(messages)))  # type: ignore[arg-type]
 
     async def iterate(self, steps: Iterator[T]) -> AsyncIterator[T]:
         """Run a sync generator step by step in a worker thread, holding the model lock for each step."""

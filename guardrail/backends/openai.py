@@ -162,10 +162,33 @@ class OpenAIClient:
         if isinstance(err, httpx.Response):
             body = err.text[:300] if not err.is_stream_consumed or err.is_closed else ""
             hint = {401: " (check the API key)", 404: " (check base_url and the model name)"}.get(err.status_code, "")
-            return BackendError(f"{what}: HTTP {err.status_code} from {self.base_url}{hint}: {body}".rstrip(": "))
+            reason = err.reason_phrase or "error"
+            return self._error(
+                f"{what}: HTTP {err.status_code} from {self.base_url}{hint}: {body}".rstrip(": "),
+                f"upstream returned HTTP {err.status_code} ({reason})",
+            )
         if isinstance(err, httpx.TimeoutException):
-            return BackendError(f"{what}: timed out talking to {self.base_url} ({type(err).__name__})")
-        return BackendError(f"{what}: cannot reach {self.base_url}: {type(err).__name__}: {err}")
+            return self._error(f"{what}: timed out talking to {self.base_url} ({type(err).__name__})",
+                               "upstream timed out")  # fmt: skip
+        return self._error(f"{what}: cannot reach {self.base_url}: {type(err).__name__}: {err}",
+                           "upstream unreachable")  # fmt: skip
+
+    def _error(self, message: str, public: str) -> BackendError:
+        """A BackendError whose text never carries our key (an upstream may echo it) or anything key-shaped."""
+        from guardrail.audit import mask_secrets
+
+        key = self._headers.get("Authorization", "")[len("Bearer ") :]
+        if key:
+            message = message.replace(key, "[key masked]")
+        return BackendError(mask_secrets(message), public=public)
+
+    def _empty(self, response: httpx.Response) -> BackendError:
+        kind = response.headers.get("content-type", "no content type")
+        return self._error(
+            f"streamed chat completion from {self.base_url} ended without an answer (HTTP 200, {kind}, no "
+            "choices): the server may not support streaming, or it dropped the request (e.g. context overflow)",
+            "upstream sent no answer",
+        )
 
     # ------------------------------------------------------------------------------------------ requests
 
@@ -187,7 +210,7 @@ class OpenAIClient:
                 time.sleep(self._retry_in("chat completion failed", attempt, err))
                 continue
             if response.status_code == 200:
-                return _json(response.content, self.base_url)
+                return self._json(response.content)
             time.sleep(self._retry_in("chat completion failed", attempt, response))
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -201,7 +224,7 @@ class OpenAIClient:
                 await asyncio.sleep(self._retry_in("chat completion failed", attempt, err))
                 continue
             if response.status_code == 200:
-                return _json(response.content, self.base_url)
+                return self._json(response.content)
             await asyncio.sleep(self._retry_in("chat completion failed", attempt, response))
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -214,10 +237,14 @@ class OpenAIClient:
             try:
                 with self._client().stream("POST", self._url("chat/completions"), json=payload) as response:
                     if response.status_code == 200:
+                        answered = False
                         for line in response.iter_lines():
-                            for delta in _sse_deltas(line, self.base_url):
+                            for delta in self._deltas(line):
                                 started = True
+                                answered = answered or bool(delta.text or delta.finish_reason)
                                 yield delta
+                        if not answered:
+                            raise self._empty(response)
                         return
                     response.read()
                     delay = self._retry_in("streamed chat completion failed", attempt, response)
@@ -237,10 +264,14 @@ class OpenAIClient:
             try:
                 async with self._aclient().stream("POST", self._url("chat/completions"), json=payload) as response:
                     if response.status_code == 200:
+                        answered = False
                         async for line in response.aiter_lines():
-                            for delta in _sse_deltas(line, self.base_url):
+                            for delta in self._deltas(line):
                                 started = True
+                                answered = answered or bool(delta.text or delta.finish_reason)
                                 yield delta
+                        if not answered:
+                            raise self._empty(response)
                         return
                     await response.aread()
                     delay = self._retry_in("streamed chat completion failed", attempt, response)
@@ -251,15 +282,27 @@ class OpenAIClient:
             await asyncio.sleep(delay)
             attempt += 1
 
+    def _json(self, raw: bytes) -> dict[str, Any]:
+        try:
+            data = json.loads(raw)
+        except ValueError:
+            raise self._error(
+                f"malformed JSON from {self.base_url}: {raw[:120]!r}", "upstream sent malformed JSON"
+            ) from None
+        if not isinstance(data, dict) or not isinstance(data.get("choices"), list) or not data["choices"]:
+            raise self._error(
+                f"unexpected response from {self.base_url} (no 'choices'): {str(data)[:200]}", "upstream sent no answer"
+            )
+        return data
 
-def _json(raw: bytes, base_url: str) -> dict[str, Any]:
-    try:
-        data = json.loads(raw)
-    except ValueError:
-        raise BackendError(f"malformed JSON from {base_url}: {raw[:120]!r}") from None
-    if not isinstance(data, dict) or not isinstance(data.get("choices"), list) or not data["choices"]:
-        raise BackendError(f"unexpected response from {base_url} (no 'choices'): {str(data)[:200]}")
-    return data
+    def _deltas(self, line: str) -> list[ChatDelta]:
+        try:
+            return _sse_deltas(line, self.base_url)
+        except BackendError as err:
+            raise self._error(str(err), err.public) from None
+
+
+_MALFORMED = "upstream sent a malformed stream"
 
 
 def _sse_deltas(line: str, base_url: str) -> list[ChatDelta]:
@@ -272,18 +315,20 @@ def _sse_deltas(line: str, base_url: str) -> list[ChatDelta]:
     try:
         chunk = json.loads(data)
     except ValueError:
-        raise BackendError(f"malformed stream chunk from {base_url}: {data[:120]!r}") from None
+        raise BackendError(f"malformed stream chunk from {base_url}: {data[:120]!r}", public=_MALFORMED) from None
     if not isinstance(chunk, dict):
-        raise BackendError(f"malformed stream chunk from {base_url}: {data[:120]!r}")
+        raise BackendError(f"malformed stream chunk from {base_url}: {data[:120]!r}", public=_MALFORMED)
     if "error" in chunk:
-        raise BackendError(f"the server reported an error mid-stream: {str(chunk['error'])[:200]}")
+        raise BackendError(
+            f"the server reported an error mid-stream: {str(chunk['error'])[:200]}", public="upstream reported an error"
+        )
     usage = chunk.get("usage") if isinstance(chunk.get("usage"), dict) else None
     choices = chunk.get("choices") or []
     if not choices:
         return [ChatDelta("", usage=usage)] if usage else []
     choice = choices[0]
     if not isinstance(choice, dict):
-        raise BackendError(f"malformed stream chunk from {base_url}: {data[:120]!r}")
+        raise BackendError(f"malformed stream chunk from {base_url}: {data[:120]!r}", public=_MALFORMED)
     delta = choice.get("delta") or {}
     text = delta.get("content") or ""
     logprobs = (choice.get("logprobs") or {}).get("content") or []

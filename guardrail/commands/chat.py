@@ -39,7 +39,10 @@ def build_guard(args: argparse.Namespace, *, judge_kind: str | None = None, audi
         policy = policy.model_copy(update={"rewind": policy.rewind.model_copy(update=update)})
     backend = make_backend(args.model, args.model_name)
     judge = judge_kind or args.judge
-    return Guard(policy, backend, judge=judge, audit=getattr(args, "audit", None), max_tokens=args.max_tokens)
+    return Guard(
+        policy, backend, judge=judge, audit=getattr(args, "audit", None), max_tokens=args.max_tokens,
+        deadline_s=getattr(args, "deadline", None),
+    )  # fmt: skip
 
 
 def describe(event: Event) -> str | None:
@@ -184,6 +187,9 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--rewind", choices=["token", "sentence", "off", "verify", "rain"], help="override the policy")
     parser.add_argument("--max-tokens", type=int, default=256)
+    parser.add_argument(
+        "--deadline", type=float, help="seconds one answer may take in all (default: the policy's rewind.deadline_s)"
+    )
 
 
 def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

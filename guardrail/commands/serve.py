@@ -42,7 +42,7 @@ def run_serve(args: argparse.Namespace) -> int:
     try:
         import uvicorn
 
-        from guardrail.server import create_app
+        from guardrail.server import ServerLimits, create_app
 
         guard = build_guard(args)
     except ImportError:
@@ -52,10 +52,15 @@ def run_serve(args: argparse.Namespace) -> int:
         print(f"guardrail serve: {err}", file=sys.stderr)
         return 1
     name = args.served_name or args.model_name or "guarded"
-    app = create_app(guard, model_name=name, api_keys=keys)
+    limits = ServerLimits(
+        max_body_bytes=args.max_body_bytes, max_messages=args.max_messages, max_prompt_tokens=args.max_prompt_tokens,
+        max_tokens=args.max_tokens_limit,
+    )  # fmt: skip
+    app = create_app(guard, model_name=name, api_keys=keys, limits=limits)
     auth = f"{len(keys)} client API key(s)" if keys else "no client API keys"
     print(f"[guardrail] serving {guard!r} as {name!r} on http://{args.host}:{args.port}/v1 ({auth})", file=sys.stderr)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    # SIGTERM / Ctrl-C: open requests get a few seconds, then they are cancelled (their upstream work with them)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", timeout_graceful_shutdown=args.grace)
     return 0
 
 
@@ -69,5 +74,15 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--api-key", action="append", help="a client API key to accept (repeatable)")
     serve.add_argument("--served-name", help="model id shown to clients (default: --model-name or 'guarded')")
-    serve.add_argument("--audit", help="append audit records (JSON lines) to this file")
+    serve.add_argument("--audit", help="append audit records (JSON lines) to this file (checked at start)")
+    limits = serve.add_argument_group("limits on one request (413/400 past them)")
+    limits.add_argument("--max-body-bytes", type=int, default=4 << 20, help="request body size (default: 4 MiB)")
+    limits.add_argument("--max-messages", type=int, default=256, help="messages in one request (default: 256)")
+    limits.add_argument(
+        "--max-prompt-tokens", type=int, help="prompt tokens (default: the model's context window, else 32768)"
+    )
+    limits.add_argument("--max-tokens-limit", type=int, default=4096, help="largest max_tokens (default: 4096)")
+    serve.add_argument(
+        "--grace", type=float, default=5.0, help="seconds open requests get on shutdown (SIGTERM) (default: 5)"
+    )
     serve.set_defaults(run=run_serve)

@@ -286,6 +286,12 @@ class RewindSettings(StrictModel):
     )
     max_extra_tokens: int = Field(1024, ge=0, description="Tokens generated beyond the final answer's.")
     max_added_latency_s: float = Field(30.0, gt=0, description="Seconds the guard may add to one answer.")
+    deadline_s: float | None = Field(
+        120.0,
+        gt=0,
+        description="Seconds one request may take in all (upstream, judges, regenerations); when they pass, the "
+        "answer ends with the ladder's last step (a refusal unless it is raise). null: no deadline.",
+    )
     chunk_tokens: int = Field(16, ge=1, description="Token mode (verify): tokens between checks.")
     candidates: int = Field(
         4, ge=1, le=64, description="Token mode (verify): candidate chunks sampled in one batch at a rewind."
@@ -336,13 +342,20 @@ class JudgeSettings(StrictModel):
 
 
 class AuditSettings(StrictModel):
-    """What the audit sink records."""
+    """What the audit sink records, and what a failed write does."""
 
     include_rejected_text: bool = Field(
         False,
-        description="Store rejected text (and the prompt) itself, as `guardrail export` needs; by default only "
-        "SHA-256 hashes are stored.",
+        description="Store the prompt, the answer and rejected drafts as text, as `guardrail export` needs; by "
+        "default only their HMAC-SHA-256 under the deployment's audit key is stored.",
     )
+    on_error: Literal["fail_closed", "warn"] = Field(
+        "fail_closed",
+        description="A record that cannot be written: fail_closed ends the request with an error (no unaudited "
+        "answer); warn logs it and goes on.",
+    )
+    max_bytes: int = Field(100 << 20, ge=0, description="Rotate the audit file at this size (0: never).")
+    backups: int = Field(5, ge=0, le=1000, description="Rotated files kept (audit.jsonl.1 is the newest).")
 
 
 # ----------------------------------------------------------------------------------------------- policy
