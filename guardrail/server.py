@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator, Coroutine, Iterable
 from typing import Any, TypeVar
 
 from guardrail.audit import AuditError, mask_secrets
+from guardrail.backends.base import estimate_tokens
 from guardrail.chat_request import ChatRequest, RequestRejected, ServerLimits, parse_request
 from guardrail.errors import BackendError, GuardrailError, GuardrailViolation
 from guardrail.events import FinalEvent, GuardResult, TextEvent
@@ -70,7 +71,8 @@ class _Handler:
         self.guard = guard
         self.model_name = model_name
         self.api_keys = [key.encode() for key in api_keys if key]
-        context = guard.backend.context_tokens
+        context = getattr(guard.backend, "context_tokens", None)
+        self.count_tokens = getattr(guard.backend, "count_tokens", estimate_tokens)
         self.limits = limits
         self.max_prompt_tokens = limits.max_prompt_tokens or (context if context else 32768)
 
@@ -118,7 +120,7 @@ class _Handler:
         if size > self.max_prompt_tokens * 16:  # no tokenizer yields fewer than 1 token per 16 characters
             tokens = size // 16
         else:  # tokenizing is CPU work: off the event loop
-            tokens = await asyncio.to_thread(self.guard.backend.count_tokens, chat)
+            tokens = await asyncio.to_thread(self.count_tokens, chat)
         if tokens > self.max_prompt_tokens:
             raise RequestRejected(
                 400, f"the prompt has about {tokens} tokens; this server allows {self.max_prompt_tokens}", "messages"

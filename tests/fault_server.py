@@ -12,6 +12,9 @@ Base URL ``http://127.0.0.1:PORT/<fault>/<key>/v1``; ``key`` separates counters 
     stall         sends the headers and one chunk, then nothing for 60 s
     echo          replies "Echo: <the last user message>. Done."
     slow          streams REPLY a word every 100 ms; ``completed`` / ``aborted`` count how streams ended
+    leak          500 whose body echoes the Authorization header, an internal URL and a file path
+    nonsse        200 with a JSON body (not a stream) to a streaming request
+    empty         200 stream with no chunk before [DONE]
 """
 
 from __future__ import annotations
@@ -76,7 +79,7 @@ class FaultServer:
                 method, path, _ = lines[0].split(" ", 2)
                 headers = {k.lower(): v.strip() for k, v in (line.split(":", 1) for line in lines[1:] if ":" in line)}
                 body = await reader.readexactly(int(headers.get("content-length", "0")))
-                keep = await self._respond(method, path, json.loads(body or b"{}"), writer)
+                keep = await self._respond(method, path, json.loads(body or b"{}"), writer, headers)
                 if not keep:
                     return
         except (asyncio.IncompleteReadError, ConnectionError):
@@ -85,7 +88,9 @@ class FaultServer:
             if not writer.is_closing():
                 writer.close()
 
-    async def _respond(self, method: str, path: str, body: dict[str, Any], writer: asyncio.StreamWriter) -> bool:
+    async def _respond(
+        self, method: str, path: str, body: dict[str, Any], writer: asyncio.StreamWriter, headers: dict[str, str]
+    ) -> bool:
         parts = path.strip("/").split("/")
         fault, key = parts[0], parts[1]
         name, _, limit = fault.partition(":")
@@ -102,6 +107,18 @@ class FaultServer:
             return False
         if name == "badjson":
             return self._plain(writer, 200, b"{not json")
+        if name == "leak":  # an upstream that echoes the caller's key, its own URL and a traceback's paths
+            echo = {"error": f"bad auth {headers.get('authorization')} at http://10.0.0.7:9000/internal "
+                             'File "/srv/upstream/secret_app.py", line 12'}  # fmt: skip
+            return self._plain(writer, 500, json.dumps(echo).encode(), {"x-should-retry": "false"})
+        if name == "nonsse":  # a 200 that is not a stream, to a streaming request
+            return self._plain(writer, 200, b'{"status": "ok"}')
+        if name == "empty":  # a stream with nothing in it
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n")
+            self._chunk(writer, b"data: [DONE]\n\n")
+            writer.write(b"0\r\n\r\n")
+            await writer.drain()
+            return True
         stream = bool(body.get("stream"))
         text = REPLY
         if name == "echo":

@@ -10,7 +10,7 @@ from typing import Any
 
 from guardrail.judges.self_eval import OptionScorer
 
-__all__ = ["Chunk", "GenerationParams", "Message", "StreamingBackend"]
+__all__ = ["Chunk", "GenerationParams", "Message", "StreamingBackend", "estimate_tokens"]
 
 Message = Mapping[str, Any]
 
@@ -37,6 +37,11 @@ class Chunk:
     tool_calls: tuple[Mapping[str, Any], ...] = ()  # tool-call pieces, passed through unjudged
 
 
+def estimate_tokens(messages: Sequence[Message]) -> int:
+    """A tokenizer-free estimate of a prompt's tokens: UTF-8 bytes / 4, plus 4 per message."""
+    return sum(len(str(m.get("content") or "").encode("utf-8", "replace")) // 4 + 4 for m in messages)
+
+
 class StreamingBackend(ABC):
     """A chat model that streams text.
 
@@ -59,8 +64,8 @@ class StreamingBackend(ABC):
     context_tokens: int | None = None
 
     def count_tokens(self, messages: Sequence[Message]) -> int:
-        """Tokens the prompt takes; by default an estimate (UTF-8 bytes / 4, plus 4 per message)."""
-        return sum(len(str(m.get("content") or "").encode("utf-8", "replace")) // 4 + 4 for m in messages)
+        """Tokens the prompt takes; by default an estimate (``estimate_tokens``)."""
+        return estimate_tokens(messages)
 
     def self_scorer(self) -> OptionScorer | None:
         """The scorer with which this model judges itself (None: it cannot)."""
