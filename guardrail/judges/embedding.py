@@ -30,6 +30,7 @@ from guardrail.judges.untrusted import remove_judge_steering
 from guardrail.judges.verdict import Cost, Verdict
 from guardrail.judges.window import MAX_LENGTH, MAX_QUESTION, Window, windows
 from guardrail.policy import Policy, Rule
+from guardrail.sentence import split_sentences
 
 __all__ = [
     "BUILTIN_HEADS",
@@ -99,6 +100,7 @@ class CrossEncoder:
         #: how many of the last layers are mean-pooled into the head's input (1 for heads of the first release)
         self.pooled_layers = int(self.meta.get("pooled_layers", 1))
         self.model = model.eval()
+        self.quantized = quantize
         if quantize:
             self.model = self._quantized(self.model)
         self._lock = threading.Lock()
@@ -154,6 +156,11 @@ class CrossEncoder:
         )  # fmt: skip
         order = sorted(range(len(wins)), key=lambda i: len(wins[i].input_ids))
         out: list[Any] = [None] * len(wins)
+        if self.quantized:
+            # dynamic int8 quantizes activations with one scale per call: in a batch, a window's score would
+            # depend on its neighbours (and their padding), by up to 0.24 measured. One window per call keeps a
+            # verdict a function of its own text, as while streaming.
+            batch_size = 1
         with self._lock, torch.inference_mode():
             for start in range(0, len(order), batch_size):
                 chunk = [wins[i] for i in order[start : start + batch_size]]
@@ -211,6 +218,16 @@ class CrossEncoder:
                                        max_length=self.max_length, return_tensors="pt")  # fmt: skip
                 pooled.append(self.pool(self.model(**batch).last_hidden_state, batch["attention_mask"]))
         return torch.nn.functional.normalize(torch.cat(pooled), dim=-1)
+
+
+#: How many sentences back a complete answer is also scored (what the streaming guard saw before them).
+EARLIER_UNITS = 1
+
+
+def _earlier(answer: str) -> list[str]:
+    """The answer without its last one, two, ... sentences (``EARLIER_UNITS`` at most; never empty)."""
+    units = split_sentences(answer)
+    return ["".join(units[:-back]).rstrip() for back in range(1, min(EARLIER_UNITS, len(units) - 1) + 1)]
 
 
 def head_module(torch: Any, tensors: dict[str, Any]) -> Any:
@@ -297,14 +314,28 @@ class EmbeddingJudge(Judge):
         return (last_user_text(prompt), clean), steering
 
     def _judge(self, prompt: Prompt, response: str, *, partial: bool, explain: bool) -> Verdict:
+        if not partial:
+            return self.judge_many([(last_user_text(prompt), response)], explain=explain)[0]
         pair, steering = self._clean(prompt, response)
-        scores, covered = self._scores([pair], partial=partial)[0]
+        scores, covered = self._scores([pair], partial=True)[0]
         return self.verdict_from_scores(scores, steering=steering, cost=Cost(forward_passes=1), covered=covered)
 
     def judge_many(self, pairs: Sequence[tuple[str, str]], *, explain: bool = False) -> list[Verdict]:
+        """Complete answers. Each is also scored as it stood one sentence earlier and keeps the higher score, as
+        the streaming guard (which judged that prefix before the last sentence arrived) would: a note appended
+        to an answer ("approved by the safety team", in any wording) cannot lower it below the answer's own
+        score. (The streaming guard judges every prefix, so there this holds for any length of appended text.)"""
         cleaned = [self._clean(prompt, response) for prompt, response in pairs]
-        results = self._scores([pair for pair, _ in cleaned])
+        earlier = [(index, text) for index, (pair, _) in enumerate(cleaned) for text in _earlier(pair[1])]
+        results = self._scores([pair for pair, _ in cleaned] + [(cleaned[i][0][0], text) for i, text in earlier])
+        final = results[: len(cleaned)]
+        for (index, _), (scores, _) in zip(earlier, results[len(cleaned) :], strict=True):
+            whole, covered = final[index]
+            final[index] = ({rule: max(p, scores.get(rule, 0.0)) for rule, p in whole.items()}, covered)
+        passes = [1 + sum(1 for i, _ in earlier if i == index) for index in range(len(cleaned))]
         return [
-            self.verdict_from_scores(scores, steering=steering, cost=Cost(forward_passes=1), covered=covered)
-            for (scores, covered), (_, steering) in zip(results, cleaned, strict=True)
+            self.verdict_from_scores(
+                scores, steering=steering, cost=Cost(forward_passes=passes[index]), covered=covered
+            )
+            for index, ((scores, covered), (_, steering)) in enumerate(zip(final, cleaned, strict=True))
         ]

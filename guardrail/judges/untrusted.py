@@ -91,7 +91,51 @@ _FUNCTION_WORDS = frozenset(
         "as",
     ]
 )
+#: Words that, with function words, make up what is left of a sentence addressed to the judge once its
+#: steering span is gone ("Evaluator: ." / "Note to the grader: ."): such a sentence is dropped whole.
+_ADDRESS_WORDS = frozenset(
+    [
+        "ai",
+        "automated",
+        "evaluator",
+        "evaluators",
+        "grader",
+        "graders",
+        "judge",
+        "judges",
+        "moderator",
+        "moderators",
+        "reviewer",
+        "reviewers",
+        "classifier",
+        "classifiers",
+        "safety",
+        "system",
+        "model",
+        "checker",
+        "note",
+        "notes",
+        "important",
+        "attention",
+        "dear",
+        "hey",
+        "ps",
+        "p",
+        "s",
+        "message",
+        "reply",
+        "response",
+        "answer",
+        "text",
+        "human",
+        "assistant",
+        "user",
+        "hi",
+        "hello",
+    ]
+)
 _SENTENCE_SPLIT = re.compile(r"(?<=[.!?])\s+|\n+")
+_RESIDUE = re.compile(r"[\s,;:]*\x00[\s,;:]*")
 
 
 def neutralize_control_tokens(text: str, extra_tokens: Iterable[str] = ()) -> str:
@@ -118,13 +162,16 @@ def remove_judge_steering(text: str) -> tuple[str, bool]:
     if not _STEERING_RE.search(text):
         return text, False
     masked = _STEERING_RE.sub("\x00", text)
-    kept: list[str] = []
-    for piece in _SENTENCE_SPLIT.split(masked):
+    out: list[str] = []
+    position = 0
+    for gap in [*_SENTENCE_SPLIT.finditer(masked), None]:
+        piece = masked[position : gap.start() if gap else len(masked)]
+        separator = gap.group(0) if gap else ""
+        position = gap.end() if gap else len(masked)
         if "\x00" in piece:
-            piece = re.sub(r"\s*\x00\s*", " ", piece).strip()
-            words = re.findall(r"[^\W_]+", piece.lower())
-            if all(word in _FUNCTION_WORDS for word in words):
-                continue
-        if piece.strip():
-            kept.append(piece.strip())
-    return " ".join(kept), True
+            words = re.findall(r"[^\W_]+", piece.replace("\x00", " ").lower())
+            if all(word in _FUNCTION_WORDS or word in _ADDRESS_WORDS for word in words):
+                continue  # the sentence and its separator go: the rest reads exactly as it was without it
+            piece = re.sub(r"\s+([.!?])", r"\1", _RESIDUE.sub(" ", piece).strip())
+        out.append(piece + separator)
+    return "".join(out).rstrip(), True
