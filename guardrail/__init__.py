@@ -15,6 +15,7 @@ from guardrail.backends.base import StreamingBackend
 from guardrail.backends.local import LocalBackend
 from guardrail.backends.remote import OpenAIBackend
 from guardrail.errors import (
+    AuditError,
     BackendError,
     GuardrailError,
     GuardrailViolation,
@@ -32,6 +33,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "CATEGORIES",
+    "AuditError",
     "AuditSink",
     "BackendError",
     "FallbackEvent",

@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 from typing import Any, Literal
 
-from guardrail.errors import GuardrailError
+from guardrail.errors import AuditError
 from guardrail.events import Event
 
 __all__ = ["AUDIT_KEY_ENV", "AuditError", "AuditSink", "mask_secrets"]
@@ -38,10 +38,6 @@ __all__ = ["AUDIT_KEY_ENV", "AuditError", "AuditSink", "mask_secrets"]
 AUDIT_KEY_ENV = "GUARDRAIL_AUDIT_KEY"
 _SECRET = re.compile(r"(?:sk|pk|rk|ghp|gho|xox[abp])-[A-Za-z0-9_\-]{12,}|Bearer\s+[A-Za-z0-9._\-]{12,}")
 _log = logging.getLogger("guardrail.audit")
-
-
-class AuditError(GuardrailError):
-    """The audit record could not be written (or the sink could not be opened); the message says where."""
 
 
 def mask_secrets(text: str) -> str:

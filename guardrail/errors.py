@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 __all__ = [
+    "AuditError",
     "BackendError",
     "GuardrailError",
     "GuardrailViolation",
@@ -65,6 +66,10 @@ class BackendError(GuardrailError):
     def __init__(self, message: str, *, public: str = "the upstream model failed") -> None:
         self.public = public
         super().__init__(message)
+
+
+class AuditError(GuardrailError):
+    """An audit record could not be written, or the audit file cannot be opened; the message says where."""
 
 
 class JudgeError(GuardrailError):

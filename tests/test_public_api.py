@@ -13,6 +13,7 @@ def test_top_level_exports() -> None:
     assert sorted(guardrail.__all__) == sorted(
         [
             "CATEGORIES",
+            "AuditError",
             "AuditSink",
             "BackendError",
             "FallbackEvent",
