@@ -21,6 +21,18 @@ _ITEM, _END, _ERROR = 0, 1, 2
 _SYNC_CALLER: contextvars.ContextVar[bool] = contextvars.ContextVar("guardrail_sync_caller", default=False)
 
 
+_END_OF_ITEMS: Any = object()
+
+
+def _handed_over(kind: int, value: Any) -> Any:
+    """What a producer thread or task handed over: the item, ``_END_OF_ITEMS``, or its error raised here."""
+    if kind == _END:
+        return _END_OF_ITEMS
+    if kind == _ERROR:
+        raise value
+    return value
+
+
 def called_from_sync() -> bool:
     """True inside work started by ``run`` / ``iterate``: a framework model should then be driven through its sync
     API (in a worker thread), since its async clients may be bound to another event loop."""
@@ -72,13 +84,8 @@ async def thread_iterate(
     runner = context if context is not None else contextvars.copy_context()
     threading.Thread(target=runner.run, args=(work,), name="guardrail-iterate", daemon=True).start()
     try:
-        while True:
-            kind, value = await items.get()
-            if kind == _END:
-                return
-            if kind == _ERROR:
-                raise value
-            yield value
+        while (item := _handed_over(*await items.get())) is not _END_OF_ITEMS:
+            yield item
     finally:
         stop.set()
 
@@ -153,13 +160,8 @@ def iterate(agen: AsyncIterator[T]) -> Iterator[T]:
 
     future = asyncio.run_coroutine_threadsafe(pump(), _background_loop())
     try:
-        while True:
-            kind, value = results.get()
-            if kind == _END:
-                return
-            if kind == _ERROR:
-                raise value
-            yield value
+        while (item := _handed_over(*results.get())) is not _END_OF_ITEMS:
+            yield item
     finally:
         if not future.done():
             future.cancel()

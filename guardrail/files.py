@@ -18,7 +18,7 @@ from typing import IO
 
 from guardrail.errors import GuardrailError
 
-__all__ = ["MAX_LINE_BYTES", "FileRejected", "Line", "decoded_lines", "read_bounded"]
+__all__ = ["MAX_LINE_BYTES", "FileRejected", "Line", "checked", "decoded_lines", "read_bounded"]
 
 #: One input line (a prompt or a judged answer) is at most this long.
 MAX_LINE_BYTES = 16 << 20
@@ -29,8 +29,9 @@ class FileRejected(GuardrailError):
     """A named file is not a regular file, is too large, or cannot be read; the message says which."""
 
 
-def read_bounded(path: str | os.PathLike[str], limit: int, what: str = "file") -> bytes:
-    """The bytes of ``path``, a regular file of at most ``limit`` bytes; ``FileRejected`` otherwise."""
+def checked(path: str | os.PathLike[str], what: str = "file", *, pipe: bool = False) -> os.stat_result:
+    """``stat`` of ``path`` if it is a regular file (or, with ``pipe``, a FIFO that streams lines), before any
+    byte is read; ``FileRejected`` for a missing file, a directory, a device or a socket."""
     shown = os.fspath(path)
     try:
         info = os.stat(path)
@@ -38,8 +39,15 @@ def read_bounded(path: str | os.PathLike[str], limit: int, what: str = "file") -
         raise FileRejected(f"cannot read {what} {shown!r}: {err.strerror or err}") from None
     if stat.S_ISDIR(info.st_mode):
         raise FileRejected(f"{what} {shown!r} is a directory; give a file")
-    if not stat.S_ISREG(info.st_mode):
+    if not (stat.S_ISREG(info.st_mode) or (pipe and stat.S_ISFIFO(info.st_mode))):
         raise FileRejected(f"{what} {shown!r} is not a regular file (a device, pipe or socket); give a file")
+    return info
+
+
+def read_bounded(path: str | os.PathLike[str], limit: int, what: str = "file") -> bytes:
+    """The bytes of ``path``, a regular file of at most ``limit`` bytes; ``FileRejected`` otherwise."""
+    shown = os.fspath(path)
+    info = checked(path, what)
     too_big = f"{what} {shown!r} is larger than {_size(limit)} (is this the right file?)"
     if info.st_size > limit:
         raise FileRejected(too_big)

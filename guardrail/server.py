@@ -108,7 +108,7 @@ class _Handler:
                 raise RequestRejected(413, f"the request body is larger than {limit} bytes")
         return bytes(body)
 
-    async def _parse(self, request: Any) -> ChatRequest:
+    async def _parse(self, request: Any) -> tuple[ChatRequest, list[dict[str, str]]]:
         body = await self._body(request)
         try:
             data = json.loads(body)
@@ -125,7 +125,7 @@ class _Handler:
             raise RequestRejected(
                 400, f"the prompt has about {tokens} tokens; this server allows {self.max_prompt_tokens}", "messages"
             )
-        return parsed
+        return parsed, chat
 
     async def completions(self, request: Any) -> Any:
         from starlette.responses import JSONResponse
@@ -133,11 +133,11 @@ class _Handler:
         if not self.authorized(request):
             return _error(401, _AUTH, "authentication_error")
         try:
-            parsed = await self._parse(request)
+            parsed, chat = await self._parse(request)
         except RequestRejected as err:
             kind = "invalid_request_error" if err.status == 400 else "request_too_large"
             return _error(err.status, str(err), kind, err.param)
-        chat, params = parsed.chat(), parsed.params()
+        params = parsed.params()
         created = int(time.time())
         if parsed.stream:
             usage = bool(parsed.stream_options and parsed.stream_options.include_usage)

@@ -8,15 +8,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import stat
 import sys
 import time
 from collections.abc import Iterable, Iterator
 from typing import IO, Any
 
 from guardrail.errors import BackendError, JudgeError, PolicyError
-from guardrail.files import FileRejected, Line, decoded_lines
+from guardrail.files import FileRejected, Line, checked, decoded_lines
 from guardrail.judges.factory import JUDGE_KINDS
 from guardrail.policy import Policy, load_policy
 from guardrail.presets import AUTO, make_backend, resolve_judge
@@ -51,16 +49,6 @@ def _chunks(lines: Iterable[Line], size: int) -> Iterator[list[Line]]:
         yield chunk
 
 
-def _open_input(path: str) -> IO[bytes]:
-    """The input file, opened for reading after checking it is a regular file (not a device or a directory)."""
-    info = os.stat(path) if os.path.exists(path) else None
-    if info is None:
-        raise FileRejected(f"no input file {path!r}")
-    if not stat.S_ISREG(info.st_mode) and not stat.S_ISFIFO(info.st_mode):  # a pipe streams lines: fine
-        raise FileRejected(f"input {path!r} is not a regular file or a pipe")
-    return open(path, "rb")  # closed by the caller
-
-
 def run_judge(args: argparse.Namespace) -> int:
     try:
         policy: Policy = load_policy(args.policy)
@@ -73,9 +61,15 @@ def run_judge(args: argparse.Namespace) -> int:
         print(f"guardrail judge: {err}", file=sys.stderr)
         return 1
     try:
-        source: IO[bytes] = _open_input(args.input) if args.input else sys.stdin.buffer
+        source: IO[bytes] = sys.stdin.buffer
+        if args.input:
+            checked(args.input, "input", pipe=True)
+            source = open(args.input, "rb")  # noqa: SIM115 - closed below
     except FileRejected as err:
         print(f"guardrail judge: {err}", file=sys.stderr)
+        return 1
+    except OSError as err:
+        print(f"guardrail judge: cannot read input {args.input!r}: {err.strerror or err}", file=sys.stderr)
         return 1
     judged = errors = 0
     started = time.perf_counter()

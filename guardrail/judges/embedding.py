@@ -332,7 +332,9 @@ class EmbeddingJudge(Judge):
         for (index, _), (scores, _) in zip(earlier, results[len(cleaned) :], strict=True):
             whole, covered = final[index]
             final[index] = ({rule: max(p, scores.get(rule, 0.0)) for rule, p in whole.items()}, covered)
-        passes = [1 + sum(1 for i, _ in earlier if i == index) for index in range(len(cleaned))]
+        passes = [1] * len(cleaned)
+        for index, _ in earlier:
+            passes[index] += 1
         return [
             self.verdict_from_scores(
                 scores, steering=steering, cost=Cost(forward_passes=passes[index]), covered=covered
