@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from guardrail.adapters.langchain_structured import structured_output
 from langchain_core.callbacks import (
     AsyncCallbackManagerForLLMRun,
     CallbackManager,
@@ -45,6 +46,8 @@ from guardrail.policy import Policy
 __all__ = ["GuardedChatModel", "GuardedRunnable", "LangChainBackend", "guard", "to_langchain", "to_messages"]
 
 _ROLES = {"human": "user", "ai": "assistant", "system": "system", "tool": "tool"}
+#: call options handed to the inner model (tools, structured output) or to the guard (``structured_output``)
+_PASSED = {"tools", "tool_choice", "parallel_tool_calls", "response_format", "structured_output"}
 _ORIGINAL = "_langchain_message"
 
 
@@ -115,11 +118,13 @@ class LangChainBackend(StreamingBackend):
         return f"LangChainBackend({type(self.model).__name__})"
 
     def _bound(self, params: GenerationParams) -> Runnable[Any, Any]:
-        tools = params.extra.get("tools")
+        model, tools = self.model, params.extra.get("tools")
         if tools:
             options = {k: v for k, v in params.extra.items() if k in {"tool_choice", "parallel_tool_calls"}}
-            return self.model.bind_tools(tools, **options)  # type: ignore[attr-defined,no-any-return]
-        return self.model
+            model = model.bind_tools(tools, **options)  # type: ignore[attr-defined]
+        if params.extra.get("response_format") is not None:
+            model = model.bind(response_format=params.extra["response_format"])
+        return model
 
     async def astream(self, messages: Sequence[Message], params: GenerationParams) -> AsyncIterator[Chunk]:
         kwargs: dict[str, Any] = {"stop": list(params.stop)} if params.stop else {}
@@ -133,7 +138,8 @@ class LangChainBackend(StreamingBackend):
             calls = tuple(getattr(piece, "tool_call_chunks", None) or _as_chunks(getattr(piece, "tool_calls", None)))
             text = _text(piece)
             if text or usage or calls:
-                yield Chunk(text, tokens=1 if text else 0, usage=dict(usage) if usage else None, tool_calls=calls)
+                tokens = 1 if text or calls else 0
+                yield Chunk(text, tokens=tokens, usage=dict(usage) if usage else None, tool_calls=calls)
 
     def self_scorer(self) -> OptionScorer:
         """Self-evaluation by parsing the model's answer (a LangChain model gives no logprobs)."""
@@ -185,11 +191,15 @@ def _final_message(result: GuardResult, chunk: bool) -> AIMessage:
     if usage:
         inputs, outputs = int(usage.get("input_tokens", 0)), int(usage.get("output_tokens", 0))
         kwargs["usage_metadata"] = {"input_tokens": inputs, "output_tokens": outputs, "total_tokens": inputs + outputs}
-    if result.tool_calls and chunk:
-        kwargs["tool_call_chunks"] = list(result.tool_calls)
-    elif result.tool_calls:
-        merged = AIMessageChunk(content="", tool_call_chunks=list(result.tool_calls))
-        kwargs["tool_calls"] = merged.tool_calls
+    pieces = [
+        {"name": call.name, "args": call.arguments, "id": call.id, "index": call.index, "type": "tool_call_chunk"}
+        for call in result.tool_calls
+    ]  # whole calls, merged and judged by the guard: each parses on its own
+    if pieces and chunk:
+        kwargs["tool_call_chunks"] = pieces
+    elif pieces:
+        parsed = AIMessageChunk(content="", tool_call_chunks=pieces)
+        kwargs["tool_calls"], kwargs["invalid_tool_calls"] = parsed.tool_calls, parsed.invalid_tool_calls
     if chunk:
         return AIMessageChunk(content="", chunk_position="last", **kwargs)
     return AIMessage(content=result.text, **kwargs)
@@ -255,16 +265,28 @@ class GuardedChatModel(BaseChatModel):
     def bind_tools(
         self, tools: Sequence[Any], *, tool_choice: Any = None, **kwargs: Any
     ) -> Runnable[LanguageModelInput, AIMessage]:
-        """Tools are bound on the inner model at call time; its tool calls pass through unjudged."""
+        """Tools are bound on the inner model at call time; the calls it makes are merged, their arguments
+        judged by the policy's ``tool_arguments`` rules, and only then returned."""
         formatted = [convert_to_openai_tool(tool) for tool in tools]
         if tool_choice is not None:
             kwargs["tool_choice"] = tool_choice
         return self.bind(tools=formatted, **kwargs)
 
+    def with_structured_output(
+        self, schema: Any, *, method: str = "function_calling", include_raw: bool = False, **kwargs: Any
+    ) -> Runnable[LanguageModelInput, Any]:
+        """The inner model's structured output, judged before it is parsed.
+
+        ``function_calling`` (default) forces a call to the schema's tool: its arguments are judged by the
+        policy's output rules and ``tool_arguments`` rules. ``json_schema`` / ``json_mode`` ask the inner
+        model for a JSON answer (``response_format``): the text is judged like any answer. A pydantic schema
+        parses into its class, any other into a dict; an answer that does not parse raises
+        ``OutputParserException`` (``include_raw=True``: returned as ``parsing_error``), never a silent None.
+        """
+        return structured_output(self, schema, method=method, include_raw=include_raw, **kwargs)
+
     def _params(self, stop: list[str] | None, kwargs: dict[str, Any]) -> dict[str, Any]:
-        params: dict[str, Any] = {
-            k: v for k, v in kwargs.items() if k in {"tools", "tool_choice", "parallel_tool_calls"}
-        }
+        params: dict[str, Any] = {k: v for k, v in kwargs.items() if k in _PASSED}
         if stop or self.stop:
             params["stop"] = stop or self.stop
         for key in ("temperature", "max_tokens"):

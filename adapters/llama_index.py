@@ -8,8 +8,9 @@ Query engines, chat engines and agents keep working, guarded: only verified text
 The guard's verdicts, rewinds and fallbacks are instrumentation events (``GuardrailVerdictEvent``,
 ``GuardrailRewindEvent``, ``GuardrailFallbackEvent``) under the span of the call, also when fired while a
 stream is consumed. A function-calling inner LLM gets ``GuardedFunctionCallingLLM`` (``guard_llm`` picks),
-whose tool calls pass through. An inner ``HuggingFaceLLM`` (llama-index-llms-huggingface) is reached
-underneath for token-level rewind; nothing here needs that package.
+whose tool calls come back merged, with their arguments judged by the policy's ``tool_arguments`` rules.
+An inner ``HuggingFaceLLM`` (llama-index-llms-huggingface) is reached underneath for token-level rewind;
+nothing here needs that package.
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ from llama_index.core.base.llms.types import (
     CompletionResponseGen,
     LLMMetadata,
     MessageRole,
+    TextBlock,
+    ToolCallBlock,
 )
 from llama_index.core.callbacks import CallbackManager
 from llama_index.core.instrumentation import get_dispatcher
@@ -39,6 +42,7 @@ from llama_index.core.instrumentation.events import BaseEvent
 from llama_index.core.llms import LLM
 from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_callback
 from llama_index.core.llms.function_calling import FunctionCallingLLM
+from llama_index.core.llms.llm import ToolSelection
 from llama_index_instrumentation.span import active_span_id
 from pydantic import Field, PrivateAttr
 
@@ -206,9 +210,9 @@ class LlamaIndexBackend(StreamingBackend):
             last = response
             if response.delta:
                 yield Chunk(response.delta)
-        calls = (getattr(last, "message", None) and last.message.additional_kwargs.get("tool_calls")) or ()
+        calls = _tool_call_pieces(getattr(last, "message", None), _tool_names(kwargs.get("tools")))
         if calls:
-            yield Chunk("", tokens=0, tool_calls=tuple(calls))
+            yield Chunk("", tokens=len(calls), tool_calls=calls)
 
     def self_scorer(self) -> OptionScorer:
         def generate(messages: list[dict[str, str]]) -> str:
@@ -350,18 +354,64 @@ class GuardedLLM(LLM):
         return self._astream_complete(prompt, formatted, active_span_id.get(), **kwargs)
 
 
+def _tool_names(tools: Any) -> set[str]:
+    """Names of the tools offered to the inner LLM (OpenAI's tool shape, as ``_prepare_chat_with_tools`` gives)."""
+    names = set()
+    for tool in tools or ():
+        function = tool.get("function") if isinstance(tool, dict) else None
+        if isinstance(function, dict) and function.get("name"):
+            names.add(str(function["name"]))
+    return names
+
+
+def _once(value: str | None, offered: set[str] | None = None) -> str | None:
+    """``value`` written once: servers that repeat a call's id and name in every streamed piece (llama.cpp)
+    make LlamaIndex's stream accumulation write them many times over. A name collapses only to an offered
+    tool's name; an id to its shortest repeating unit (8 characters or more)."""
+    if not value or (offered is not None and value in offered):
+        return value
+    units = offered if offered is not None else {value[:n] for n in range(8, len(value) // 2 + 1)}
+    for unit in sorted(units, key=len):
+        if len(value) % len(unit) == 0 and value == unit * (len(value) // len(unit)):
+            return unit
+    return value
+
+
+def _tool_call_pieces(message: Any, offered: set[str]) -> tuple[dict[str, Any], ...]:
+    """The tool calls of an inner LLM's (last streamed) message: ``ToolCallBlock``s, else OpenAI-style
+    ``additional_kwargs["tool_calls"]`` (objects or dicts), as pieces for the guard to merge and judge."""
+    if message is None:
+        return ()
+    blocks = [block for block in message.blocks if isinstance(block, ToolCallBlock)]
+    if blocks:
+        return tuple(
+            {
+                "id": _once(block.tool_call_id),
+                "name": _once(block.tool_name, offered),
+                "args": block.tool_kwargs,
+                "index": index,
+            }
+            for index, block in enumerate(blocks)
+        )
+    calls = message.additional_kwargs.get("tool_calls") or ()
+    return tuple(call.model_dump() if hasattr(call, "model_dump") else dict(call) for call in calls)
+
+
 def _final(result: GuardResult, text: str) -> ChatResponse:
-    """The last streamed response: no new text, the guard's summary and any passed-through tool calls."""
-    extra: dict[str, Any] = {}
-    if result.tool_calls:
-        extra["tool_calls"] = list(result.tool_calls)
-    message = ChatMessage(role=MessageRole.ASSISTANT, content=text or result.text, additional_kwargs=extra)
+    """The last streamed response: no new text, the guard's summary, and the tool calls (merged, arguments
+    judged) as ``ToolCallBlock``s."""
+    blocks: list[Any] = [TextBlock(text=text or result.text)]
+    blocks += [
+        ToolCallBlock(tool_call_id=call.id, tool_name=call.name, tool_kwargs=call.args() or call.arguments)
+        for call in result.tool_calls
+    ]
+    message = ChatMessage(role=MessageRole.ASSISTANT, blocks=blocks)
     return ChatResponse(message=message, delta="", additional_kwargs={"guardrail": result.summary()})
 
 
 class GuardedFunctionCallingLLM(GuardedLLM, FunctionCallingLLM):
-    """``GuardedLLM`` for a function-calling inner LLM: tools are prepared and read back by the inner LLM, its
-    tool calls pass through, and the guard judges the text."""
+    """``GuardedLLM`` for a function-calling inner LLM: tools are prepared by the inner LLM; its tool calls are
+    merged, their arguments judged (``tool_arguments`` rules), and returned as ``ToolCallBlock``s."""
 
     @classmethod
     def class_name(cls) -> str:
@@ -373,8 +423,19 @@ class GuardedFunctionCallingLLM(GuardedLLM, FunctionCallingLLM):
 
     def get_tool_calls_from_response(
         self, response: ChatResponse, error_on_no_tool_call: bool = True, **kwargs: Any
-    ) -> Any:
-        return self.llm.get_tool_calls_from_response(response, error_on_no_tool_call=error_on_no_tool_call, **kwargs)
+    ) -> list[ToolSelection]:
+        """The guarded response's tool calls (``ToolCallBlock``s, arguments already judged)."""
+        blocks = [block for block in response.message.blocks if isinstance(block, ToolCallBlock)]
+        if not blocks and error_on_no_tool_call:
+            raise ValueError("Expected at least one tool call, but the guarded answer has none.")
+        return [
+            ToolSelection(
+                tool_id=block.tool_call_id or "",
+                tool_name=block.tool_name,
+                tool_kwargs=block.tool_kwargs if isinstance(block.tool_kwargs, dict) else {},
+            )
+            for block in blocks
+        ]
 
 
 def guard_llm(llm: Any, *, policy: Any = "harmless", **options: Any) -> GuardedLLM:

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 from guardrail.judges.verdict import Cost, Verdict
+from guardrail.tool_calls import ToolCall
 
 __all__ = [
     "Event",
@@ -47,7 +48,7 @@ class VerdictEvent:
 
     verdict: Verdict
     unit: int
-    scope: Literal["input", "output"] = "output"
+    scope: Literal["input", "output", "tool_arguments"] = "output"
     partial: bool = True
     type: Literal["verdict"] = "verdict"
 
@@ -92,7 +93,7 @@ class FallbackEvent:
     action: Literal["refuse", "redact", "flag", "raise"]
     rules: tuple[str, ...]
     message: str = ""
-    scope: Literal["input", "output"] = "output"
+    scope: Literal["input", "output", "tool_arguments"] = "output"
     reason: Literal["violation", "deadline"] = "violation"
     type: Literal["fallback"] = "fallback"
 
@@ -117,7 +118,7 @@ class GuardResult:
     latency_s: float = 0.0
     request_id: str = ""
     usage: Mapping[str, int] = field(default_factory=dict)
-    tool_calls: tuple[Any, ...] = ()
+    tool_calls: tuple[ToolCall, ...] = ()  # whole calls, arguments judged (guardrail.tool_calls)
 
     @property
     def flagged(self) -> bool:
@@ -144,6 +145,7 @@ class GuardResult:
             "rewinds": len(self.rewinds),
             "rules": sorted({rule for r in self.rewinds for rule in r.rules}),
             "fallback": self.fallback.action if self.fallback else None,
+            "tool_calls": len(self.tool_calls),
             "extra_tokens": self.extra_tokens,
             "latency_s": round(self.latency_s, 3),
         }

@@ -28,6 +28,7 @@ from guardrail.presets import resolve_judge
 from guardrail.rewind.request import Request, RunState
 from guardrail.rewind.sentence import SentenceRewind
 from guardrail.rewind.token import TokenRewind
+from guardrail.tool_calls import ToolArgumentCheck
 
 __all__ = ["Guard"]
 
@@ -66,6 +67,10 @@ class Guard:
         self.judge = resolve_judge(self.policy, backend, judge)
         by_name = judge if isinstance(judge, str) else None  # a Judge object judges the output rules only
         self.input_judge = resolve_judge(self.policy, backend, input_judge or by_name, scope="input")
+        #: judges the arguments of the model's tool calls (rules with scope ``tool_arguments``)
+        self.tool_check = ToolArgumentCheck(
+            self.policy, resolve_judge(self.policy, backend, by_name, scope="tool_arguments")
+        )
         settings = self.policy.audit
         self.audit = (
             AuditSink(audit, on_error=settings.on_error, max_bytes=settings.max_bytes, backups=settings.backups)
@@ -93,7 +98,7 @@ class Guard:
             )
         if self.backend.supports_tokens and mode != "sentence":
             return TokenRewind(self.policy, self.backend, self.judge)
-        return SentenceRewind(self.policy, self.backend, self.judge)
+        return SentenceRewind(self.policy, self.backend, self.judge, self.tool_check)
 
     # ------------------------------------------------------------------------------------------ requests
 
@@ -101,7 +106,7 @@ class Guard:
         messages: list[Message] = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
         if not messages:
             raise GuardrailError("nothing to answer: give a prompt or at least one message")
-        known = {"temperature", "max_tokens", "seed", "stop"}
+        known = {"temperature", "max_tokens", "seed", "stop", "structured_output"}
         extra = {k: v for k, v in params.items() if k not in known}
         stop = params.get("stop") or ()
         generation = GenerationParams(
@@ -111,7 +116,8 @@ class Guard:
             stop=(stop,) if isinstance(stop, str) else tuple(stop),
             extra=extra,
         )
-        return Request(messages, generation, streaming, uuid.uuid4().hex)
+        structured = bool(params.get("structured_output"))
+        return Request(messages, generation, streaming, uuid.uuid4().hex, structured)
 
     async def _check_input(self, request: Request, state: RunState) -> Decision | None:
         if not self.input_judge.rules:

@@ -17,6 +17,7 @@ from guardrail.judges.base import Judge
 from guardrail.judges.embedding import embeddable
 from guardrail.judges.factory import JUDGE_KINDS, PolicyJudge, build_judge, needs_scorer
 from guardrail.policy import Policy
+from guardrail.policy.schema import Scope
 
 if TYPE_CHECKING:
     from guardrail.backends.base import StreamingBackend
@@ -44,7 +45,7 @@ def resolve_judge(
     backend: StreamingBackend | None = None,
     judge: Judge | str | None = None,
     *,
-    scope: str = "output",
+    scope: Scope = "output",
 ) -> PolicyJudge | Judge:
     """The judge for ``policy``'s rules in ``scope`` over ``backend`` (see the module's rule).
 
@@ -61,7 +62,7 @@ def resolve_judge(
     if override is None and not getattr(backend, "can_self_judge", False):
         moved = {
             rule.id
-            for rule in policy.checked_rules("input" if scope == "input" else "output")
+            for rule in policy.checked_rules(scope)
             if embeddable(rule) and policy.judge_for(rule) in {"self", "cascade"}
         }
         if moved:

@@ -34,7 +34,7 @@ class Chunk:
     tokens: int = 1
     finish_reason: str | None = None
     usage: Mapping[str, int] | None = None  # the backend's own count (input_tokens, output_tokens), when known
-    tool_calls: tuple[Mapping[str, Any], ...] = ()  # tool-call pieces, passed through unjudged
+    tool_calls: tuple[Mapping[str, Any], ...] = ()  # tool-call pieces, merged and judged by the guard
 
 
 def estimate_tokens(messages: Sequence[Message]) -> int:

@@ -36,6 +36,7 @@ class ChatDelta:
     finish_reason: str | None = None
     logprobs: list[dict[str, Any]] = field(default_factory=list)
     usage: dict[str, Any] | None = None
+    tool_calls: tuple[dict[str, Any], ...] = ()  # tool-call pieces (OpenAI's delta shape)
 
 
 @dataclass(frozen=True)
@@ -241,7 +242,7 @@ class OpenAIClient:
                         for line in response.iter_lines():
                             for delta in self._deltas(line):
                                 started = True
-                                answered = answered or bool(delta.text or delta.finish_reason)
+                                answered = answered or bool(delta.text or delta.finish_reason or delta.tool_calls)
                                 yield delta
                         if not answered:
                             raise self._empty(response)
@@ -268,7 +269,7 @@ class OpenAIClient:
                         async for line in response.aiter_lines():
                             for delta in self._deltas(line):
                                 started = True
-                                answered = answered or bool(delta.text or delta.finish_reason)
+                                answered = answered or bool(delta.text or delta.finish_reason or delta.tool_calls)
                                 yield delta
                         if not answered:
                             raise self._empty(response)
@@ -332,4 +333,5 @@ def _sse_deltas(line: str, base_url: str) -> list[ChatDelta]:
     delta = choice.get("delta") or {}
     text = delta.get("content") or ""
     logprobs = (choice.get("logprobs") or {}).get("content") or []
-    return [ChatDelta(str(text), choice.get("finish_reason"), list(logprobs), usage)]
+    calls = tuple(call for call in delta.get("tool_calls") or () if isinstance(call, dict))
+    return [ChatDelta(str(text), choice.get("finish_reason"), list(logprobs), usage, calls)]

@@ -70,9 +70,13 @@ class OpenAIBackend(StreamingBackend):
                         "input_tokens": int(delta.usage.get("prompt_tokens") or 0),
                         "output_tokens": int(delta.usage.get("completion_tokens") or 0),
                     }
-                if delta.text or delta.finish_reason or usage:
+                if delta.text or delta.finish_reason or usage or delta.tool_calls:
                     yield Chunk(
-                        delta.text, tokens=1 if delta.text else 0, finish_reason=delta.finish_reason, usage=usage
+                        delta.text,
+                        tokens=1 if delta.text or delta.tool_calls else 0,
+                        finish_reason=delta.finish_reason,
+                        usage=usage,
+                        tool_calls=delta.tool_calls,
                     )
         finally:
             await stream.aclose()  # type: ignore[attr-defined]  # closes the HTTP response: the server stops

@@ -21,6 +21,7 @@ from guardrail.judges.scorers import LogprobScorer
 from guardrail.judges.self_eval import OptionScorer, SelfEvalJudge
 from guardrail.judges.verdict import Verdict
 from guardrail.policy import Policy, Rule
+from guardrail.policy.schema import Scope
 
 __all__ = ["JUDGE_KINDS", "PolicyJudge", "build_judge", "needs_scorer"]
 
@@ -60,7 +61,7 @@ def build_judge(
     *,
     scorer: OptionScorer | None = None,
     override: str | None = None,
-    scope: str = "output",
+    scope: Scope = "output",
 ) -> PolicyJudge:
     """The judge for ``policy``'s rules in ``scope``; ``override`` forces one judge kind for every rule.
 
@@ -74,7 +75,7 @@ def build_judge(
     """
     if override is not None and override not in JUDGE_KINDS:
         raise JudgeError(f"unknown judge {override!r}; choose one of {', '.join(JUDGE_KINDS)}")
-    rules = policy.checked_rules("input" if scope == "input" else "output")
+    rules = policy.checked_rules(scope)
     groups: dict[str, list[Rule]] = {}
     for rule in rules:
         name = override or policy.judge_for(rule)
@@ -109,9 +110,9 @@ def build_judge(
     return PolicyJudge(policy, parts)
 
 
-def needs_scorer(policy: Policy, override: str | None = None, scope: str = "output") -> bool:
+def needs_scorer(policy: Policy, override: str | None = None, scope: Scope = "output") -> bool:
     """Whether judging ``policy`` needs the generating model (self-evaluation, alone or in a cascade)."""
-    rules = policy.checked_rules("input" if scope == "input" else "output")
+    rules = policy.checked_rules(scope)
     return any((override or policy.judge_for(rule)) in {"self", "cascade"} for rule in rules)
 
 

@@ -33,6 +33,7 @@ __all__ = [
     "RewindAction",
     "RewindSettings",
     "Rule",
+    "Scope",
 ]
 
 DEFAULT_REFUSAL = "I can't help with that."
@@ -146,7 +147,10 @@ class Examples(StrictModel):
     compliant: list[str] = Field(default_factory=list, description="Responses that respect it.")
 
 
-def _output_scope() -> list[Literal["output", "input"]]:
+Scope = Literal["output", "input", "tool_arguments"]
+
+
+def _output_scope() -> list[Scope]:
     return ["output"]
 
 
@@ -160,8 +164,16 @@ class Rule(StrictModel):
     )
     examples: Examples = Field(default_factory=Examples)
     severity: Literal["low", "medium", "high", "critical"] = "medium"
-    scope: list[Literal["output", "input"]] = Field(
-        default_factory=_output_scope, description="Check the model's output, the user's input, or both."
+    scope: list[Scope] = Field(
+        default_factory=_output_scope,
+        description="What the rule checks: the model's text ('output'), the user's last message ('input'), the "
+        "arguments of the tool calls the model makes ('tool_arguments'; narrow with 'tools').",
+    )
+    tools: dict[str, list[str]] | None = Field(
+        None,
+        description="For scope 'tool_arguments': which tools and arguments the rule checks, tool name to "
+        "argument names (an empty list: every argument), e.g. {send_email: [body, subject]}; omitted: every "
+        "argument of every tool.",
     )
     judge: str | None = Field(None, description="Judge for this rule; default: the policy's judge.default.")
     threshold: float | None = Field(
@@ -206,8 +218,19 @@ class Rule(StrictModel):
     @classmethod
     def _scope(cls, value: list[str]) -> list[str]:
         if not value:
-            raise ValueError("must name at least one of 'output', 'input'")
+            raise ValueError("must name at least one of 'output', 'input', 'tool_arguments'")
         return value
+
+    def checks_tool_argument(self, tool: str, argument: str | None) -> bool:
+        """Whether this rule checks ``argument`` of ``tool`` (``argument`` None: the call's unparsed arguments)."""
+        if "tool_arguments" not in self.scope:
+            return False
+        if self.tools is None:
+            return True
+        if tool not in self.tools:
+            return False
+        names = self.tools[tool]
+        return not names or argument is None or argument in names
 
     @field_validator("patterns")
     @classmethod
@@ -230,6 +253,12 @@ class Rule(StrictModel):
     @classmethod
     def _actions(cls, value: list[Any] | None) -> list[Any] | None:
         return None if value is None else _check_ladder(value)
+
+    @model_validator(mode="after")
+    def _tools_scope(self) -> Rule:
+        if self.tools is not None and "tool_arguments" not in self.scope:
+            raise ValueError("'tools' narrows a rule with scope 'tool_arguments'; add it to 'scope' or drop 'tools'")
+        return self
 
     @model_validator(mode="after")
     def _evaluation_only(self) -> Rule:
@@ -440,7 +469,7 @@ class Policy(StrictModel):
                 return rule
         raise KeyError(rule_id)
 
-    def checked_rules(self, scope: Literal["output", "input"] = "output") -> list[Rule]:
+    def checked_rules(self, scope: Scope = "output") -> list[Rule]:
         """Rules checked on a single response (or input): evaluation-only rules left out."""
         return [rule for rule in self.rules if scope in rule.scope and not rule.evaluation_only]
 

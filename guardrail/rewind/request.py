@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -10,6 +10,7 @@ from guardrail.actions import Budget
 from guardrail.backends.base import GenerationParams, Message
 from guardrail.events import RewindEvent, VerdictEvent
 from guardrail.judges.verdict import Cost
+from guardrail.tool_calls import ToolCall
 
 __all__ = ["Request", "RunState"]
 
@@ -22,6 +23,7 @@ class Request:
     params: GenerationParams
     streaming: bool
     request_id: str
+    structured: bool = False  # the answer is the tool calls' arguments (structured output): output rules judge them
 
 
 @dataclass
@@ -36,7 +38,8 @@ class RunState:
     rewinds: list[RewindEvent] = field(default_factory=list)
     units: int = 0
     usage: dict[str, int] = field(default_factory=dict)  # summed over every attempt, as the backend reported it
-    tool_calls: list[Any] = field(default_factory=list)  # tool-call pieces of the accepted attempt
+    tool_pieces: list[Mapping[str, Any]] = field(default_factory=list)  # streamed pieces of the current attempt
+    tool_calls: list[ToolCall] = field(default_factory=list)  # the accepted attempt's calls, arguments judged
 
     def add_usage(self, usage: Any) -> None:
         for key, value in (usage or {}).items():

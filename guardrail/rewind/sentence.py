@@ -28,6 +28,7 @@ from guardrail.judges.verdict import Verdict
 from guardrail.policy import Policy
 from guardrail.rewind.request import Request, RunState
 from guardrail.sentence import SentenceBuffer
+from guardrail.tool_calls import ToolArgumentCheck, merge_tool_calls, redact_argument
 
 __all__ = ["CONTINUE_INSTRUCTION", "SentenceRewind"]
 
@@ -68,10 +69,13 @@ class SentenceRewind:
 
     name = "sentence"
 
-    def __init__(self, policy: Policy, backend: StreamingBackend, judge: Judge) -> None:
+    def __init__(
+        self, policy: Policy, backend: StreamingBackend, judge: Judge, tools: ToolArgumentCheck | None = None
+    ) -> None:
         self.policy = policy
         self.backend = backend
         self.judge = judge
+        self.tools = tools
 
     # ------------------------------------------------------------------------------------------ prompts
 
@@ -119,8 +123,9 @@ class SentenceRewind:
         try:
             async for chunk in stream:
                 started = True
-                tokens += chunk.tokens
-                produced += chunk.tokens
+                piece_tokens = chunk.tokens or len(chunk.tool_calls)  # tool-call pieces count against the limit
+                tokens += piece_tokens
+                produced += piece_tokens
                 if chunk.usage or chunk.tool_calls:
                     await queue.put(chunk)
                 for text in buffer.feed(chunk.text):
@@ -146,13 +151,18 @@ class SentenceRewind:
         messages = self._messages(request, prefix, broken if attempt else ())
         params = self._params(request, attempt, sum(unit.tokens for unit in accepted))
         queue: asyncio.Queue[object] = asyncio.Queue()
-        state.tool_calls.clear()  # only the accepted attempt's tool calls go out
+        state.tool_pieces.clear()  # only the accepted attempt's tool calls go out
+        state.tool_calls.clear()
         producer = asyncio.create_task(self._produce(messages, params, queue))
         repeat = _RepeatFilter(prefix) if accepted and not self.backend.supports_prefill else None
         try:
             while True:
                 item = await queue.get()
                 if item is _END:
+                    async for checked in self._tool_calls(request, state):
+                        yield checked
+                        if isinstance(checked, _Outcome):
+                            return
                     yield _Outcome("done")
                     return
                 if isinstance(item, _Fatal):
@@ -162,7 +172,7 @@ class SentenceRewind:
                     return
                 if isinstance(item, Chunk):
                     state.add_usage(item.usage)
-                    state.tool_calls.extend(item.tool_calls)
+                    state.tool_pieces.extend(item.tool_calls)
                     continue
                 assert isinstance(item, _Unit)
                 state.completion_tokens += item.tokens
@@ -204,6 +214,32 @@ class SentenceRewind:
             with contextlib.suppress(asyncio.CancelledError, BackendError):
                 await producer
 
+    async def _tool_calls(self, request: Request, state: RunState) -> AsyncIterator[Event | _Outcome]:
+        """Merge the attempt's tool-call pieces and judge their arguments; a violation takes the ladder's step:
+        rewind the answer, redact inside the argument, flag, or end the answer (refuse / raise)."""
+        state.tool_calls[:] = merge_tool_calls(state.tool_pieces)
+        if not state.tool_calls or self.tools is None:
+            return
+        output_judge = self.judge if request.structured else None  # the calls are the answer: output rules too
+        for judged in await self.tools.ajudge(request.messages, state.tool_calls, output_judge=output_judge):
+            verdict = judged.verdict
+            state.judge_cost = state.judge_cost + verdict.cost
+            event = VerdictEvent(verdict, state.next_unit(), scope="tool_arguments", partial=False)
+            state.verdicts.append(event)
+            yield event
+            if not verdict.violated:
+                continue
+            call = state.tool_calls[judged.call]
+            decision = decide(self.policy, verdict, state.budget)
+            if decision.action in {"redact", "flag"}:
+                if decision.action == "redact":
+                    state.tool_calls[judged.call] = redact_argument(call, judged, decision.message)
+                yield FallbackEvent(decision.action, decision.rules, decision.message, scope="tool_arguments")
+                continue
+            kind = "rejected" if decision.action == "rewind" else "terminal"
+            yield _Outcome(kind, _Unit(call.describe(), 0), verdict, decision)
+            return
+
     # ------------------------------------------------------------------------------------------ the run
 
     async def run(self, request: Request, state: RunState) -> AsyncIterator[Event]:
@@ -227,6 +263,8 @@ class SentenceRewind:
                 return
             if outcome.kind == "terminal":
                 assert outcome.decision is not None and outcome.unit is not None
+                if outcome.decision.action in {"refuse", "raise"}:
+                    state.tool_calls.clear()  # a refused answer calls no tool
                 state.budget.extra_tokens += outcome.unit.tokens + outcome.wasted_tokens
                 if not request.streaming and outcome.decision.action not in {"refuse", "raise"}:
                     yield TextEvent("".join(unit.text for unit in accepted))
