@@ -35,6 +35,11 @@ class RequestRejected(ValueError):
         self.param = param
 
 
+#: request fields handed upstream as they are (tools and structured output); the guard judges what comes back
+_FORWARDED = ("tools", "tool_choice", "parallel_tool_calls", "response_format")
+_MESSAGE_FIELDS = ("tool_calls", "tool_call_id", "name")
+
+
 class _Open(BaseModel):
     model_config = ConfigDict(extra="allow", frozen=True)
 
@@ -88,10 +93,19 @@ class ChatRequest(_Open):
         limit = self.max_tokens or self.max_completion_tokens
         if limit is not None:
             params["max_tokens"] = limit
+        extra = self.model_extra or {}
+        params.update({key: extra[key] for key in _FORWARDED if extra.get(key) is not None})
         return params
 
-    def chat(self) -> list[dict[str, str]]:
-        return [{"role": message.role, "content": message.text()} for message in self.messages]
+    def chat(self) -> list[dict[str, Any]]:
+        """The messages for the guard: role and text, and a tool conversation's ids and calls as they came."""
+        out: list[dict[str, Any]] = []
+        for message in self.messages:
+            entry: dict[str, Any] = {"role": message.role, "content": message.text()}
+            extra = message.model_extra or {}
+            entry.update({key: extra[key] for key in _MESSAGE_FIELDS if extra.get(key) is not None})
+            out.append(entry)
+        return out
 
 
 def parse_request(data: Any, limits: ServerLimits) -> ChatRequest:

@@ -59,7 +59,16 @@ def _error_of(err: GuardrailError) -> tuple[int, dict[str, Any]]:
 
 
 def _finish(result: GuardResult) -> str:
-    return "content_filter" if result.fallback is not None and result.fallback.action in {"refuse", "raise"} else "stop"
+    if result.fallback is not None and result.fallback.action in {"refuse", "raise"}:
+        return "content_filter"
+    return "tool_calls" if result.tool_calls else "stop"
+
+
+def _message(result: GuardResult) -> dict[str, Any]:
+    message: dict[str, Any] = {"role": "assistant", "content": result.text}
+    if result.tool_calls:  # merged, arguments judged
+        message["tool_calls"] = [call.to_openai() for call in result.tool_calls]
+    return message
 
 
 class _ClientGone(Exception):
@@ -108,7 +117,7 @@ class _Handler:
                 raise RequestRejected(413, f"the request body is larger than {limit} bytes")
         return bytes(body)
 
-    async def _parse(self, request: Any) -> tuple[ChatRequest, list[dict[str, str]]]:
+    async def _parse(self, request: Any) -> tuple[ChatRequest, list[dict[str, Any]]]:
         body = await self._body(request)
         try:
             data = json.loads(body)
@@ -161,7 +170,7 @@ class _Handler:
                 "choices": [
                     {
                         "index": 0,
-                        "message": {"role": "assistant", "content": result.text},
+                        "message": _message(result),
                         "finish_reason": _finish(result),
                     }
                 ],
@@ -182,7 +191,7 @@ class _Handler:
         return f"data: {json.dumps(data, ensure_ascii=False)}\n\n"
 
     async def _stream(
-        self, chat: list[dict[str, str]], params: dict[str, Any], created: int, usage: bool
+        self, chat: list[dict[str, Any]], params: dict[str, Any], created: int, usage: bool
     ) -> AsyncIterator[str]:
         ident = f"chatcmpl-{time.time_ns():x}"
         yield self._chunk(ident, created, {"role": "assistant", "content": ""})
@@ -193,6 +202,9 @@ class _Handler:
                     yield self._chunk(ident, created, {"content": event.text})
                 elif isinstance(event, FinalEvent):
                     result = event.result
+                    if result.tool_calls:  # released only now: judged once whole
+                        calls = [{"index": n, **call.to_openai()} for n, call in enumerate(result.tool_calls)]
+                        yield self._chunk(ident, created, {"tool_calls": calls})
                     extra: dict[str, Any] = {"guardrail": result.summary()}
                     if usage:
                         extra["usage"] = {"prompt_tokens": 0, "completion_tokens": result.completion_tokens,

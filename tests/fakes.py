@@ -131,3 +131,48 @@ class ScriptedBackend:
 
     async def aclose(self) -> None:
         return None
+
+
+class ToolCallingBackend(ScriptedBackend):
+    """Answers call N with ``calls[N]`` (the last repeats): tool calls ``(name, arguments JSON)`` streamed as
+    OpenAI deltas, the arguments in pieces of ``piece`` characters; ``repeat`` sends the id and name in every
+    piece, as llama.cpp does. ``endless`` streams argument pieces forever (a model that never stops)."""
+
+    def __init__(
+        self, calls: list[list[tuple[str, str]]], *, piece: int = 4, repeat: bool = False, endless: bool = False
+    ) -> None:
+        super().__init__([""])
+        self.tool_calls = calls
+        self.piece = piece
+        self.repeat = repeat
+        self.endless = endless
+        self.sent = 0
+
+    def astream(self, messages: Any, params: Any) -> Any:
+        from guardrail.backends.base import Chunk
+
+        index = len(self.calls)
+        self.calls.append([dict(m) for m in messages])
+        self.params.append(params)
+        planned = self.tool_calls[min(index, len(self.tool_calls) - 1)]
+
+        async def gen() -> Any:
+            try:
+                for position, (name, arguments) in enumerate(planned):
+                    call_id = f"call_{index}_{position}"
+                    pieces = [arguments[i : i + self.piece] for i in range(0, len(arguments), self.piece)]
+                    for n, fragment in enumerate(pieces or [""]):
+                        first = n == 0 or self.repeat
+                        delta: dict[str, Any] = {"index": position, "function": {"arguments": fragment}}
+                        if first:
+                            delta.update(id=call_id, type="function")
+                            delta["function"]["name"] = name
+                        self.sent += 1
+                        yield Chunk("", tokens=0, tool_calls=(delta,))
+                while self.endless:
+                    self.sent += 1
+                    yield Chunk("", tokens=0, tool_calls=({"index": 0, "function": {"arguments": "a"}},))
+            finally:
+                self.closed += 1
+
+        return gen()

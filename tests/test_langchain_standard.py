@@ -35,11 +35,11 @@ class TestGuardedChatModelUnit(ChatModelUnitTests):
 
     @property
     def has_tool_calling(self) -> bool:
-        return False  # the fake inner model has none
+        return True  # bound on the guarded model, handed to the inner model at call time
 
     @property
     def has_structured_output(self) -> bool:
-        return False
+        return True
 
 
 @pytest.fixture(scope="class")
