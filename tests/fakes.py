@@ -46,6 +46,22 @@ class BiasedScorer:
         return [OptionProbs({"A": self.bias, "B": 1 - self.bias}) for _ in questions]
 
 
+@dataclass
+class Oracle:
+    """Judges right: 'violates' exactly for the harmless policy's violating examples (passes the probe)."""
+
+    name: str = "oracle"
+    asked: list[Any] = field(default_factory=list)
+
+    def score(self, conversation: list[dict[str, str]], questions: Sequence[Question]) -> list[OptionProbs]:
+        self.asked.append(conversation)
+        from guardrail.policy import load_policy
+
+        bad = set(load_policy("harmless").rules[0].examples.violating)
+        p = 0.95 if conversation[-1]["content"] in bad else 0.05
+        return [OptionProbs({q.violate_label: p, q.comply_label: 1 - p}) for q in questions]
+
+
 class FakeChatClient:
     """Stands in for OpenAIClient.chat: returns canned replies in order."""
 

@@ -26,14 +26,14 @@ MIXED = parse_policy(
 
 
 class Capable(ScriptedBackend):
-    """A backend whose model can judge itself (a scorer that is never called in these tests)."""
+    """A backend whose model can judge itself (its scorer passes the calibration probe)."""
 
     can_self_judge = True
 
     def self_scorer(self) -> object:  # type: ignore[override]
-        from tests.fakes import FixedScorer
+        from tests.fakes import Oracle
 
-        return FixedScorer(0.1)
+        return Oracle()
 
 
 def kinds(judge: object) -> dict[str, type]:

@@ -361,6 +361,13 @@ class JudgeSettings(StrictModel):
     on_undecided: Literal["violation", "pass", "fallback"] = Field(
         "violation", description="What an answer that is neither option counts as."
     )
+    calibration: Literal["fallback", "error", "off"] = Field(
+        "fallback",
+        description="Self-evaluation by a model of unknown ability (a remote API, a framework model) is first "
+        "probed on each rule's examples; if it is no better than chance or mostly undecided: 'fallback' gives "
+        "the rule to the trained embedding judge with a warning, 'error' fails when the guard is built, 'off' "
+        "skips the probe.",
+    )
     cascade_low: float = Field(0.2, description="Cascade: a cheap score at or below this settles 'pass'.")
     cascade_high: float = Field(0.9, description="Cascade: a cheap score at or above this settles 'violation'.")
 
