@@ -192,3 +192,17 @@ class ToolCallingBackend(ScriptedBackend):
                 self.closed += 1
 
         return gen()
+
+
+#: a policy that redacts e-mail addresses in the `text` argument of a `save_note` tool (tool-call tests)
+NOTES_POLICY = """
+name: notes
+rules:
+  - id: no-emails-in-notes
+    judge: pattern
+    scope: [tool_arguments]
+    tools: {save_note: [text]}
+    criterion: A note contains an e-mail address.
+    patterns: ['[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\\.[A-Za-z]{2,}']
+    actions: [{action: redact, replacement: "[email removed]"}]
+"""

@@ -10,17 +10,7 @@ from llama_index.core.base.llms.types import ChatMessage, MessageRole, ToolCallB
 from llama_index.core.llms.mock import MockFunctionCallingLLM
 from llama_index.core.tools import FunctionTool
 
-POLICY = """
-name: notes
-rules:
-  - id: no-emails-in-notes
-    judge: pattern
-    scope: [tool_arguments]
-    tools: {save_note: [text]}
-    criterion: A note contains an e-mail address.
-    patterns: ['[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\\.[A-Za-z]{2,}']
-    actions: [{action: redact, replacement: "[email removed]"}]
-"""
+from tests.fakes import NOTES_POLICY as POLICY
 
 
 def _answer(messages: Any, **kwargs: Any) -> ChatMessage:

@@ -12,21 +12,12 @@ from typing import Any
 
 import pytest
 
+from tests.fakes import NOTES_POLICY as POLICY
+
 pytestmark = pytest.mark.slow
 
 EMAIL = "bob@example.com"
 PROMPT = f"Save a note with the text 'Reply to {EMAIL}'."
-POLICY = """
-name: notes
-rules:
-  - id: no-emails-in-notes
-    judge: pattern
-    scope: [tool_arguments]
-    tools: {save_note: [text]}
-    criterion: A note contains an e-mail address.
-    patterns: ['[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\\.[A-Za-z]{2,}']
-    actions: [{action: redact, replacement: "[email removed]"}]
-"""
 
 
 @pytest.fixture
