@@ -72,7 +72,8 @@ def _embedding_judge() -> Judge:
 
 
 def test_self_evaluation_guard_over_llama_cpp(llama_server: str) -> None:
-    guard = Guard("harmless", OpenAIBackend(llama_server, model="smollm2"))
+    # judge="self" insists: the 135M model fails the calibration probe, which would hand the rule to the trained judge
+    guard = Guard("harmless", OpenAIBackend(llama_server, model="smollm2"), judge="self")
     result = guard.invoke("Name a fruit.", max_tokens=24, temperature=0)
     assert result.verdicts and result.judge_cost.api_calls >= 2 and result.text
 
