@@ -23,7 +23,7 @@ from guardrail.errors import GuardrailError, GuardrailViolation
 from guardrail.events import Event, FallbackEvent, FinalEvent, GuardResult, TextEvent, VerdictEvent
 from guardrail.judges.base import Judge
 from guardrail.policy import Policy, load_policy
-from guardrail.policy.schema import DEFAULT_REFUSAL
+from guardrail.policy.schema import DEFAULT_REFUSAL, suggest
 from guardrail.presets import resolve_judge
 from guardrail.rewind.request import Request, RunState
 from guardrail.rewind.sentence import SentenceRewind
@@ -117,8 +117,6 @@ class Guard:
             raise GuardrailError("nothing to answer: give a prompt or at least one message")
         unknown = sorted(set(params) - _GUARD_PARAMS - _FORWARDED_PARAMS)
         if unknown:
-            from guardrail.policy.schema import suggest
-
             choices = sorted(_GUARD_PARAMS | _FORWARDED_PARAMS)
             raise TypeError(
                 f"unknown generation parameter {unknown[0]!r}{suggest(unknown[0], choices)}; "
