@@ -128,7 +128,7 @@ class Guard:
             temperature=params.get("temperature"),
             max_tokens=params.get("max_tokens", self.max_tokens),
             seed=params.get("seed"),
-            stop=(stop,) if isinstance(stop, str) else tuple(stop),
+            stop=tuple(s for s in ((stop,) if isinstance(stop, str) else stop) if s),
             extra=extra,
         )
         structured = bool(params.get("structured_output"))
@@ -181,6 +181,8 @@ class Guard:
             if blocked is not None and blocked.action == "redact":
                 request = _redacted_input(request, state, blocked.message)
             source = self.strategy.run(request, state)
+            if request.params.stop:
+                source = _stopping(source, request.params.stop)
         if self.deadline_s is not None:
             source = _until(source, started + self.deadline_s, self._expired)
         try:
@@ -278,6 +280,36 @@ async def _until(
                 yield expired()
                 return
             yield event
+    finally:
+        await source.aclose()  # type: ignore[attr-defined]
+
+
+async def _stopping(source: AsyncIterator[Event], stops: tuple[str, ...]) -> AsyncIterator[Event]:
+    """``source``'s events, its text cut before the first stop sequence, whatever the upstream honours: the
+    last ``len(longest stop) - 1`` characters are held back until the next text shows they start no stop
+    sequence. At a stop the held text before it is released and ``source`` is closed (generation ends)."""
+    hold = max(len(stop) for stop in stops) - 1
+    pending = ""
+    try:
+        async for event in source:
+            if not isinstance(event, TextEvent):
+                if isinstance(event, FallbackEvent) and pending:
+                    yield TextEvent(pending)  # verified text before the fallback's message, in order
+                    pending = ""
+                yield event
+                continue
+            pending += event.text
+            cut = min((i for i in (pending.find(stop) for stop in stops if stop) if i >= 0), default=-1)
+            if cut >= 0:
+                if pending[:cut]:
+                    yield TextEvent(pending[:cut])
+                return
+            ready = len(pending) - hold
+            if ready > 0:
+                yield TextEvent(pending[:ready])
+                pending = pending[ready:]
+        if pending:
+            yield TextEvent(pending)
     finally:
         await source.aclose()  # type: ignore[attr-defined]
 

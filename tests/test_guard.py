@@ -248,3 +248,17 @@ def test_max_tokens_is_enforced_whatever_the_upstream_does() -> None:
     assert backend.closed == 1  # the upstream stream was closed, not read to the end
     streamed = "".join(e.text for e in guard.stream("count", max_tokens=3) if e.type == "text")
     assert streamed.split() == ["one", "two", "three"]
+
+
+def test_stop_sequences_are_enforced_whatever_the_upstream_does() -> None:
+    from tests.fakes import ScriptedBackend
+
+    # the scripted upstream ignores ``stop``; "END" arrives split over two word pieces ("xEN" + "D")
+    backend = ScriptedBackend(["Alpha beta. Gamma xEN D delta. Omega."])
+    guard = Guard(parse_policy("name: p\nrules: []\n"), backend)
+    assert guard.invoke("go", stop=["EN D", "zzzz"]).text == "Alpha beta. Gamma x"
+    assert backend.closed == 1 and backend.params[0].stop == ("EN D", "zzzz")  # still asked of the upstream
+    streamed = [e.text for e in guard.stream("go", stop="Gamma") if e.type == "text"]
+    assert "".join(streamed) == "Alpha beta. "
+    assert guard.invoke("go", stop=[""]).text == "Alpha beta. Gamma xEN D delta. Omega."  # empty stops ignored
+    assert guard.invoke("go", stop="nowhere").text == "Alpha beta. Gamma xEN D delta. Omega."

@@ -164,3 +164,14 @@ def test_tiny_model_redaction_reaches_the_user(tiny: tuple[Any, Any], strategy: 
         assert result.fallback is not None and result.fallback.action == "redact" and "[gone]" in text
     elif result.fallback is not None:  # RAIN's value steers the search away; a committed violation is redacted
         assert result.fallback.action == "redact" and "[gone]" in text
+
+
+def test_token_level_generation_ends_at_a_stop_sequence(tiny: tuple[Any, Any]) -> None:
+    model, tokenizer = tiny
+    backend = LocalBackend(model, tokenizer)
+    guard = Guard(parse_policy("name: none\n"), backend)
+    plain = guard.invoke("Hi", max_tokens=16, temperature=0).text
+    stop = plain[5:8]
+    assert len(plain) > 10 and stop.strip()
+    cut = guard.invoke("Hi", max_tokens=16, temperature=0, stop=[stop]).text
+    assert cut == plain[: plain.find(stop)]
