@@ -11,7 +11,7 @@ only by the pieces that need them.
 """
 
 from guardrail.audit import AuditSink
-from guardrail.backends.base import StreamingBackend
+from guardrail.backends.base import Chunk, GenerationParams, Message, StreamingBackend
 from guardrail.backends.local import LocalBackend
 from guardrail.backends.remote import OpenAIBackend
 from guardrail.errors import (
@@ -28,6 +28,7 @@ from guardrail.guard import Guard
 from guardrail.judges import Judge, Verdict, build_judge
 from guardrail.policy import Policy, Rule, builtin_policy_names, load_policy, parse_policy
 from guardrail.taxonomy import CATEGORIES
+from guardrail.tool_calls import ToolCall
 
 __version__ = "0.1.0"
 
@@ -36,8 +37,10 @@ __all__ = [
     "AuditError",
     "AuditSink",
     "BackendError",
+    "Chunk",
     "FallbackEvent",
     "FinalEvent",
+    "GenerationParams",
     "Guard",
     "GuardResult",
     "GuardrailError",
@@ -45,6 +48,7 @@ __all__ = [
     "Judge",
     "JudgeError",
     "LocalBackend",
+    "Message",
     "OpenAIBackend",
     "Policy",
     "PolicyError",
@@ -53,6 +57,7 @@ __all__ = [
     "Rule",
     "StreamingBackend",
     "TextEvent",
+    "ToolCall",
     "Verdict",
     "VerdictEvent",
     "__version__",

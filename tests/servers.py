@@ -1,4 +1,4 @@
-"""Real servers for tests: llama.cpp's OpenAI-compatible server (see guardrail.backends.llama_server)."""
+"""Real servers for tests: llama.cpp's OpenAI-compatible server (see tests.llama_server)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from guardrail.backends.llama_server import LlamaServer
+from tests.llama_server import LlamaServer
 
 
 @contextmanager
@@ -23,7 +23,7 @@ def serving(app: object) -> Iterator[str]:
 
     import uvicorn
 
-    from guardrail.backends.llama_server import free_port, wait_ready
+    from tests.llama_server import free_port, wait_ready
 
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))  # type: ignore[arg-type]

@@ -23,12 +23,12 @@ import pytest
 
 from guardrail import parse_policy
 from guardrail.audit import AUDIT_KEY_ENV, AuditError, AuditSink
-from guardrail.backends.llama_server import free_port, wait_ready
 from guardrail.backends.remote import OpenAIBackend
 from guardrail.guard import Guard
 from guardrail.server import create_app
 from tests.fakes import ScriptedBackend
 from tests.fault_server import FaultServer, fault_server
+from tests.llama_server import free_port, wait_ready
 from tests.servers import serving
 
 POLICY_TEXT = (
