@@ -27,11 +27,11 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from guardrail import parse_policy  # noqa: E402
-from guardrail.backends.openai import OpenAIClient  # noqa: E402
 from guardrail.backends.remote import OpenAIBackend  # noqa: E402
 from guardrail.events import FinalEvent, TextEvent  # noqa: E402
 from guardrail.guard import Guard  # noqa: E402
 from guardrail.judges import EmbeddingJudge  # noqa: E402
+from guardrail.openai_client import OpenAIClient  # noqa: E402
 from guardrail.policy import load_policy  # noqa: E402
 from tests.llama_server import LlamaServer  # noqa: E402
 

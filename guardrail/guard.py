@@ -20,7 +20,7 @@ from guardrail.actions import Budget, Decision, decide
 from guardrail.audit import AuditSink
 from guardrail.backends.base import GenerationParams, Message, StreamingBackend
 from guardrail.errors import GuardrailError, GuardrailViolation
-from guardrail.events import Event, FallbackEvent, FinalEvent, GuardResult, TextEvent, VerdictEvent
+from guardrail.events import Event, FallbackEvent, FinalEvent, GuardResult, TextEvent
 from guardrail.judges.base import Judge
 from guardrail.policy import Policy, load_policy
 from guardrail.policy.schema import DEFAULT_REFUSAL, suggest
@@ -139,10 +139,7 @@ class Guard:
             return None
         users = [str(m.get("content") or "") for m in request.messages if m.get("role") == "user"]
         verdict = await self.input_judge.ajudge(_INPUT_FRAME, users[-1] if users else "", explain=True)
-        event = VerdictEvent(verdict, state.next_unit(), scope="input", partial=False)
-        state.verdicts.append(event)
-        state.judge_cost = state.judge_cost + verdict.cost
-        self._record(event, request)
+        self._record(state.verdict(verdict, partial=False, scope="input"), request)
         if not verdict.violated:
             return None
         decision = decide(self.policy, verdict, Budget(self.policy, rewinds=self.policy.rewind.max_rewinds))

@@ -22,7 +22,7 @@ def repo() -> Path:
 @pytest.fixture(scope="session")
 def embedded() -> tuple[Any, Any]:
     """(model, tokenizer) of the embedded default model, loaded once per session."""
-    from guardrail.backends.embedded import load_embedded_model
+    from guardrail.embedded import load_embedded_model
 
     return load_embedded_model(progress=False)
 

@@ -22,7 +22,7 @@ from types import TracebackType
 
 import httpx
 
-from guardrail.backends.embedded import embedded_gguf_path
+from guardrail.embedded import embedded_gguf_path
 from guardrail.errors import BackendError
 
 __all__ = ["LlamaServer", "free_port", "wait_ready"]

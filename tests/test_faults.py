@@ -12,11 +12,11 @@ from typing import Any
 import pytest
 
 from guardrail import parse_policy
-from guardrail.backends.openai import OpenAIClient, RetryPolicy
 from guardrail.backends.remote import OpenAIBackend
 from guardrail.errors import BackendError
 from guardrail.events import TextEvent
 from guardrail.guard import Guard
+from guardrail.openai_client import OpenAIClient, RetryPolicy
 from tests.fault_server import REPLY, FaultServer, fault_server
 
 POLICY = parse_policy(

@@ -8,13 +8,13 @@ import threading
 import pytest
 
 from guardrail import parse_policy
-from guardrail.backends.openai import OpenAIClient
 from guardrail.backends.remote import OpenAIBackend
 from guardrail.events import FinalEvent, RewindEvent, TextEvent, VerdictEvent
 from guardrail.guard import Guard
 from guardrail.judges import Judge
 from guardrail.judges.base import Prompt
 from guardrail.judges.verdict import Verdict
+from guardrail.openai_client import OpenAIClient
 from guardrail.policy import load_policy
 from guardrail.sentence import split_sentences
 

@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from guardrail.backends.openai import OpenAIClient
 from guardrail.judges import EmbeddingJudge, LogprobScorer, SelfEvalJudge, build_judge, build_question
 from guardrail.judges.local_scorer import LocalScorer, _common_prefix
+from guardrail.openai_client import OpenAIClient
 from guardrail.policy import load_policy
 from tests.conftest import shared_data
 

@@ -169,7 +169,7 @@ def test_chat_huggingface_gets_token_level_rewind() -> None:
     from langchain_huggingface import ChatHuggingFace, HuggingFacePipeline
     from transformers import pipeline
 
-    from guardrail.backends.embedded import load_embedded_model
+    from guardrail.embedded import load_embedded_model
 
     model, tokenizer = load_embedded_model(progress=False)
     chat = ChatHuggingFace(

@@ -155,7 +155,7 @@ def test_function_calling_inner_gets_the_function_calling_variant() -> None:
 
 @pytest.mark.slow
 def test_embedded_model_under_a_huggingface_llm_gets_token_level() -> None:
-    from guardrail.backends.embedded import load_embedded_model
+    from guardrail.embedded import load_embedded_model
 
     model, tokenizer = load_embedded_model(progress=False)
 

@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 
 from guardrail import _sync
 from guardrail.backends.base import Chunk, GenerationParams, Message, StreamingBackend
-from guardrail.backends.embedded import load_embedded_model
+from guardrail.embedded import load_embedded_model
 from guardrail.errors import BackendError
 from guardrail.judges.self_eval import OptionScorer
 

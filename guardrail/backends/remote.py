@@ -6,9 +6,9 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from guardrail.backends.base import Chunk, GenerationParams, Message, StreamingBackend
-from guardrail.backends.openai import OpenAIClient
 from guardrail.judges.scorers import LogprobScorer
 from guardrail.judges.self_eval import OptionScorer
+from guardrail.openai_client import OpenAIClient
 
 __all__ = ["OpenAIBackend"]
 

@@ -23,7 +23,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from guardrail.backends.embedded import minilm_path
+from guardrail.embedded import minilm_path
 from guardrail.errors import JudgeError
 from guardrail.judges.base import Judge, Prompt
 from guardrail.judges.untrusted import remove_judge_steering

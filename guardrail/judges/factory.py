@@ -11,7 +11,6 @@ import asyncio
 from collections.abc import Sequence
 from pathlib import Path
 
-from guardrail.backends.openai import OpenAIClient
 from guardrail.errors import JudgeError
 from guardrail.judges.base import Judge, Prompt, combine
 from guardrail.judges.cascade import CascadeJudge
@@ -20,6 +19,7 @@ from guardrail.judges.pattern import PatternJudge
 from guardrail.judges.scorers import LogprobScorer
 from guardrail.judges.self_eval import OptionScorer, SelfEvalJudge
 from guardrail.judges.verdict import Verdict
+from guardrail.openai_client import OpenAIClient
 from guardrail.policy import Policy, Rule
 from guardrail.policy.schema import Scope
 

@@ -8,10 +8,10 @@ import re
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from guardrail.backends.openai import OpenAIClient
 from guardrail.judges.question import LABELS, Question
 from guardrail.judges.self_eval import OptionProbs
 from guardrail.judges.verdict import Cost
+from guardrail.openai_client import OpenAIClient
 
 __all__ = ["LogprobScorer", "TextScorer", "parse_option"]
 

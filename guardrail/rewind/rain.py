@@ -29,15 +29,13 @@ import math
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from guardrail.actions import decide
 from guardrail.events import Event, FallbackEvent, TextEvent
 from guardrail.rewind.decoder import Branches, Decoder, Sampling, TextEmitter
 from guardrail.rewind.request import Request, RunState
-
-if TYPE_CHECKING:
-    from guardrail.rewind.token import TokenRewind
+from guardrail.rewind.token import TokenRewind, redact_tokens, rewind_event
 
 __all__ = ["Node", "RainSearch", "phrase_end_ids"]
 
@@ -280,7 +278,7 @@ class RainSearch:
             decoder.feed(child.tokens)
             partial = not child.terminal and len(decoder.generated) < max_new
             verdict = self.evaluator.evaluate(decoder, self.prompt, partial=partial)[0]
-            yield self.owner._verdict_event(state, verdict, partial)
+            yield state.verdict(verdict, partial=partial)
             if verdict.violated:
                 decision = decide(self.policy, verdict, state.budget)
                 if decision.action in {"refuse", "raise"}:  # the Guard gives the message (or the error)
@@ -292,13 +290,12 @@ class RainSearch:
                     decoder.truncate(start)
                     root.children.remove(child)  # pruned: the search goes on at the same position
                     prefix = decoder.text(decoder.generated)
-                    yield self.owner._rewind_event(  # committed token sets so far: where the search goes on
-                        state, verdict, rejected, len(child.tokens), committed, 1, verdict.cost, prefix
-                    )
+                    # back to the committed token sets so far: where the search goes on
+                    yield rewind_event(self.owner, state, verdict, rejected, len(child.tokens), committed, 1, prefix)
                     continue
                 yield FallbackEvent(decision.action, decision.rules, decision.message)
                 if decision.action == "redact":
-                    self.owner._redact(decoder, emitter, start, verdict, decision.message)
+                    redact_tokens(decoder, emitter, start, verdict, decision.message)
             state.budget.progress()
             committed += 1
             child.parent = None

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from guardrail.actions import Budget
 from guardrail.backends.base import GenerationParams, Message
-from guardrail.events import RewindEvent, VerdictEvent
-from guardrail.judges.verdict import Cost
+from guardrail.events import RewindEvent, VerdictEvent, text_hash
+from guardrail.judges.verdict import Cost, Verdict
 from guardrail.tool_calls import ToolCall
 
 __all__ = ["Request", "RunState"]
@@ -48,3 +48,47 @@ class RunState:
     def next_unit(self) -> int:
         self.units += 1
         return self.units - 1
+
+    def verdict(
+        self, verdict: Verdict, *, partial: bool, scope: Literal["output", "input", "tool_arguments"] = "output"
+    ) -> VerdictEvent:
+        """Record a judge's verdict on the next unit (its cost counted); the event to yield."""
+        self.judge_cost = self.judge_cost + verdict.cost
+        event = VerdictEvent(verdict, self.next_unit(), scope=scope, partial=partial)
+        self.verdicts.append(event)
+        return event
+
+    def rewound(
+        self,
+        *,
+        rules: tuple[str, ...],
+        score: float,
+        unit: int,
+        back_to: int,
+        attempt: int,
+        rejected: str,
+        tokens: int,
+        strategy: str,
+        keep_text: bool,
+        prefix: str = "",
+        reason: Literal["violation", "backend_error"] = "violation",
+        cost: Cost | None = None,
+    ) -> RewindEvent:
+        """Record a rewind (the rejected text as a SHA-256, as text only when the policy's audit keeps it)."""
+        event = RewindEvent(
+            rules=rules,
+            score=score,
+            unit=unit,
+            back_to_unit=back_to,
+            attempt=attempt,
+            rejected_sha256=text_hash(rejected),
+            rejected_chars=len(rejected),
+            rejected_tokens=tokens,
+            reason=reason,
+            strategy=strategy,
+            cost=cost if cost is not None else Cost(),
+            rejected_text=rejected if keep_text else None,
+            prefix_text=prefix if keep_text else None,
+        )
+        self.rewinds.append(event)
+        return event

@@ -22,7 +22,7 @@ from dataclasses import dataclass, replace
 from guardrail.actions import Decision, decide, redact
 from guardrail.backends.base import Chunk, GenerationParams, Message, StreamingBackend
 from guardrail.errors import BackendError
-from guardrail.events import Event, FallbackEvent, RewindEvent, TextEvent, VerdictEvent, text_hash
+from guardrail.events import Event, FallbackEvent, TextEvent
 from guardrail.judges.base import Judge
 from guardrail.judges.verdict import Verdict
 from guardrail.policy import Policy
@@ -183,10 +183,7 @@ class SentenceRewind:
                     continue
                 response = "".join(unit.text for unit in accepted) + item.text
                 verdict = await self.judge.ajudge(request.messages, response, partial=not item.last, explain=True)
-                state.judge_cost = state.judge_cost + verdict.cost
-                event = VerdictEvent(verdict, state.next_unit(), partial=not item.last)
-                state.verdicts.append(event)
-                yield event
+                yield state.verdict(verdict, partial=not item.last)
                 if not verdict.violated:
                     accepted.append(item)
                     state.budget.progress()
@@ -223,10 +220,7 @@ class SentenceRewind:
         output_judge = self.judge if request.structured else None  # the calls are the answer: output rules too
         for judged in await self.tools.ajudge(request.messages, state.tool_calls, output_judge=output_judge):
             verdict = judged.verdict
-            state.judge_cost = state.judge_cost + verdict.cost
-            event = VerdictEvent(verdict, state.next_unit(), scope="tool_arguments", partial=False)
-            state.verdicts.append(event)
-            yield event
+            yield state.verdict(verdict, partial=False, scope="tool_arguments")
             if not verdict.violated:
                 continue
             call = state.tool_calls[judged.call]
@@ -291,22 +285,12 @@ class SentenceRewind:
                 dropped = accepted.pop()
                 state.budget.extra_tokens += dropped.tokens
                 failures_at[position] = 0
-            event = RewindEvent(
-                rules=tuple(rules),
-                score=score,
-                unit=state.units - 1 if reason == "violation" else state.units,
-                back_to_unit=back_to,
-                attempt=attempt,
-                rejected_sha256=text_hash(rejected_text),
-                rejected_chars=len(rejected_text),
-                rejected_tokens=wasted,
+            yield state.rewound(
+                rules=tuple(rules), score=score, unit=state.units - 1 if reason == "violation" else state.units,
+                back_to=back_to, attempt=attempt, rejected=rejected_text, tokens=wasted,
                 reason=reason,  # type: ignore[arg-type]
-                strategy=self.name,
-                rejected_text=rejected_text if self.policy.audit.include_rejected_text else None,
-                prefix_text=prefix if self.policy.audit.include_rejected_text else None,
-            )
-            state.rewinds.append(event)
-            yield event
+                strategy=self.name, keep_text=self.policy.audit.include_rejected_text, prefix=prefix,
+            )  # fmt: skip
 
 
 def _drain_tokens(queue: asyncio.Queue[object]) -> int:

@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 from guardrail.actions import decide, redact
-from guardrail.events import Event, FallbackEvent, RewindEvent, TextEvent, VerdictEvent, text_hash
+from guardrail.events import Event, FallbackEvent, RewindEvent, TextEvent
 from guardrail.judges.base import Judge
 from guardrail.judges.local_scorer import LocalScorer
 from guardrail.judges.verdict import Cost, Verdict
@@ -26,7 +26,7 @@ from guardrail.rewind.decoder import Decoder, Sampling, TextEmitter
 from guardrail.rewind.evaluator import TokenEvaluator
 from guardrail.rewind.request import Request, RunState
 
-__all__ = ["TokenRewind"]
+__all__ = ["TokenRewind", "redact_tokens", "rewind_event"]
 
 
 class TokenRewind:
@@ -48,13 +48,6 @@ class TokenRewind:
 
     # ------------------------------------------------------------------------------------------ helpers
 
-    @staticmethod
-    def _redact(decoder: Decoder, emitter: TextEmitter, start: int, verdict: Verdict, replacement: str) -> None:
-        """Replace the spans that fired in the tokens from ``start`` on (verdict spans index the whole answer)."""
-        offset = len(decoder.text(decoder.ids[decoder.prompt_len : start]))
-        chunk = redact(decoder.text(decoder.ids[start:]), verdict, replacement, offset=offset)
-        emitter.redact(start - decoder.prompt_len, len(decoder.generated), chunk)
-
     def evaluator(self) -> TokenEvaluator:
         """A fresh evaluator (its memo of judged texts lives with one request)."""
         return TokenEvaluator(self.judge, self.backend.model)
@@ -65,40 +58,6 @@ class TokenRewind:
         decoder.start(scorer.template_ids(list(request.messages)))  # type: ignore[arg-type]
         users = [str(m.get("content") or "") for m in request.messages if m.get("role") == "user"]
         return decoder, users[-1] if users else ""
-
-    def _verdict_event(self, state: RunState, verdict: Verdict, partial: bool) -> VerdictEvent:
-        state.judge_cost = state.judge_cost + verdict.cost
-        event = VerdictEvent(verdict, state.next_unit(), partial=partial)
-        state.verdicts.append(event)
-        return event
-
-    def _rewind_event(
-        self,
-        state: RunState,
-        verdict: Verdict,
-        rejected: str,
-        tokens: int,
-        back_to: int,
-        attempt: int,
-        cost: Cost,
-        prefix: str = "",
-    ) -> RewindEvent:
-        event = RewindEvent(
-            rules=verdict.rules,
-            score=verdict.score,
-            unit=state.units - 1,
-            back_to_unit=back_to,
-            attempt=attempt,
-            rejected_sha256=text_hash(rejected),
-            rejected_chars=len(rejected),
-            rejected_tokens=tokens,
-            strategy=self.name,
-            cost=cost,
-            rejected_text=rejected if self.policy.audit.include_rejected_text else None,
-            prefix_text=prefix if self.policy.audit.include_rejected_text else None,
-        )
-        state.rewinds.append(event)
-        return event
 
     # ------------------------------------------------------------------------------------------ the engine
 
@@ -131,7 +90,7 @@ class TokenRewind:
             state.completion_tokens += len(new)
             partial = not decoder.finished() and len(decoder.generated) < max_new
             verdict = evaluator.evaluate(decoder, prompt, partial=partial)[0]
-            yield self._verdict_event(state, verdict, partial)
+            yield state.verdict(verdict, partial=partial)
             while verdict.violated:
                 decision = decide(self.policy, verdict, state.budget)
                 if decision.action in {"refuse", "raise"}:  # the Guard gives the message (or the error)
@@ -140,7 +99,7 @@ class TokenRewind:
                 if decision.action in {"flag", "redact"}:
                     yield FallbackEvent(decision.action, decision.rules, decision.message)
                     if decision.action == "redact":
-                        self._redact(decoder, emitter, start, verdict, decision.message)
+                        redact_tokens(decoder, emitter, start, verdict, decision.message)
                     break
                 rejected = decoder.ids[start:]
                 failures_at[start] = failures_at.get(start, 0) + 1
@@ -155,8 +114,8 @@ class TokenRewind:
                 decoder.truncate(back_to)
                 emitter.forget_after(back_to - decoder.prompt_len)
                 attempt += 1
-                yield self._rewind_event(  # back to the end of accepted chunk len(marks) - 1
-                    state, verdict, rejected_text, len(rejected), len(marks) - 1, attempt, verdict.cost, prefix_text
+                yield rewind_event(
+                    self, state, verdict, rejected_text, len(rejected), len(marks) - 1, attempt, prefix_text
                 )
                 start = back_to
                 branches = decoder.fork(settings.candidates)
@@ -169,7 +128,7 @@ class TokenRewind:
                 state.budget.extra_tokens += grown - len(branches.tokens[best])
                 verdict = verdicts[best]
                 decoder.adopt(branches, best)
-                yield self._verdict_event(state, verdict, not decoder.finished())
+                yield state.verdict(verdict, partial=not decoder.finished())
             state.budget.progress()
             marks.append(len(decoder.ids))
             if request.streaming:
@@ -183,3 +142,28 @@ class TokenRewind:
                 yield TextEvent(rest)
         else:
             yield TextEvent(emitter.delta(decoder.generated, final=True))
+
+
+def redact_tokens(decoder: Decoder, emitter: TextEmitter, start: int, verdict: Verdict, replacement: str) -> None:
+    """Replace the spans that fired in the tokens from ``start`` on (verdict spans index the whole answer)."""
+    offset = len(decoder.text(decoder.ids[decoder.prompt_len : start]))
+    chunk = redact(decoder.text(decoder.ids[start:]), verdict, replacement, offset=offset)
+    emitter.redact(start - decoder.prompt_len, len(decoder.generated), chunk)
+
+
+def rewind_event(
+    owner: TokenRewind,
+    state: RunState,
+    verdict: Verdict,
+    rejected: str,
+    tokens: int,
+    back_to: int,
+    attempt: int,
+    prefix: str,
+) -> RewindEvent:
+    """The token strategies' rewind of the unit just judged (``back_to``: accepted units kept)."""
+    return state.rewound(
+        rules=verdict.rules, score=verdict.score, unit=state.units - 1, back_to=back_to, attempt=attempt,
+        rejected=rejected, tokens=tokens, strategy=owner.name, keep_text=owner.policy.audit.include_rejected_text,
+        prefix=prefix, cost=verdict.cost,
+    )  # fmt: skip
