@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import json
+import uuid
 from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,7 @@ from langchain_core.language_models import BaseChatModel, LanguageModelInput
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, convert_to_messages
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from langchain_core.prompt_values import PromptValue
-from langchain_core.runnables import Runnable, RunnableConfig, RunnableSerializable
+from langchain_core.runnables import Runnable, RunnableConfig, RunnableSerializable, ensure_config
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import ConfigDict, Field, PrivateAttr
 
@@ -113,6 +114,10 @@ class LangChainBackend(StreamingBackend):
 
     def __init__(self, model: Runnable[Any, Any]) -> None:
         self.model = model
+        # LangChain's fake chat models replay scripted replies: they cannot judge, and asking them would
+        # consume the replies a test scripted for its own calls (the trained judge takes their rules)
+        inner = getattr(model, "bound", model)
+        self.can_self_judge = not type(inner).__module__.startswith("langchain_core.language_models.fake")
 
     def __repr__(self) -> str:
         return f"LangChainBackend({type(self.model).__name__})"
@@ -253,9 +258,15 @@ class GuardedChatModel(BaseChatModel):
             params["ls_stop"] = stop or self.stop
         return params
 
+    def model_post_init(self, context: Any, /) -> None:
+        """The Guard is built with the model: a broken policy, an unknown judge or a judge that fails its
+        calibration probe is an error here, not at the first call."""
+        super().model_post_init(context)
+        _ = self.guard
+
     @property
     def guard(self) -> Guard:
-        """The Guard (built on first use; it holds no per-call state, so it is shared by every call)."""
+        """The Guard (built with the model; it holds no per-call state, so it is shared by every call)."""
         if self._guard is None:
             policy = self.policy if isinstance(self.policy, (Policy, str, Path)) else str(self.policy)
             backend = _backend(self.model)
@@ -296,14 +307,69 @@ class GuardedChatModel(BaseChatModel):
         return params
 
     async def _events(
-        self, messages: list[BaseMessage], stop: list[str] | None, run_manager: Any, kwargs: dict[str, Any]
+        self, messages: list[BaseMessage], stop: list[str] | None, callbacks: Any, kwargs: dict[str, Any]
     ) -> AsyncIterator[Event]:
         # custom events go to the guarded run's own callbacks; the inner model's drafts run in a context of their own
-        config: RunnableConfig | None = {"callbacks": _child(run_manager)} if run_manager else None
+        config: RunnableConfig | None = {"callbacks": callbacks} if callbacks is not None else None
         async for event in self.guard.astream(to_messages(messages), **self._params(stop, kwargs)):
             if config is not None:
                 await _dispatch(event, config)
             yield event
+
+    async def _chunks(
+        self, messages: list[BaseMessage], stop: list[str] | None, callbacks: Any, tokens: Any, kwargs: dict[str, Any]
+    ) -> AsyncIterator[ChatGenerationChunk]:
+        async for event in self._events(messages, stop, callbacks, kwargs):
+            if isinstance(event, TextEvent) and event.text:
+                chunk = ChatGenerationChunk(message=AIMessageChunk(content=event.text))
+                if tokens:
+                    await tokens.on_llm_new_token(event.text, chunk=chunk)
+                yield chunk
+            elif isinstance(event, FinalEvent):
+                yield ChatGenerationChunk(message=_final_message(event.result, chunk=True))  # type: ignore[arg-type]
+
+    # LangChain calls ``_astream`` / ``_stream`` without the run's manager (``stream``, ``astream``, and ``invoke``
+    # streaming for a listener such as ``astream_events`` or LangGraph's "messages" mode). The run's callbacks
+    # for our custom events are handed over in ``_RUN``: set by ``astream`` / ``stream`` (which choose the run id)
+    # and by ``_should_stream`` (which LangChain asks, with the run's manager, right before streaming an invoke).
+
+    def _should_stream(self, *, async_api: bool, run_manager: Any = None, **kwargs: Any) -> bool:
+        streams = super()._should_stream(async_api=async_api, run_manager=run_manager, **kwargs)
+        if streams and run_manager is not None:
+            _RUN.set(_child(run_manager))
+        return streams
+
+    async def astream(
+        self, input: LanguageModelInput, config: RunnableConfig | None = None, *, stop: list[str] | None = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[AIMessageChunk]:  # fmt: skip
+        config = self._with_run(config)
+        try:
+            async for chunk in super().astream(input, config, stop=stop, **kwargs):
+                yield chunk
+        finally:
+            _RUN.set(None)
+
+    def stream(
+        self, input: LanguageModelInput, config: RunnableConfig | None = None, *, stop: list[str] | None = None,
+        **kwargs: Any,
+    ) -> Iterator[AIMessageChunk]:  # fmt: skip
+        config = self._with_run(config)
+        try:
+            yield from super().stream(input, config, stop=stop, **kwargs)
+        finally:
+            _RUN.set(None)
+
+    def _with_run(self, config: RunnableConfig | None) -> RunnableConfig:
+        """``config`` with a run id chosen here, and ``_RUN`` set to that run's child callbacks."""
+        config = ensure_config(config)
+        run_id = config.get("run_id") or uuid.uuid4()
+        manager = CallbackManager.configure(
+            config.get("callbacks"), self.callbacks, self.verbose, config.get("tags"), self.tags,
+            config.get("metadata"), self.metadata,
+        )  # fmt: skip
+        _RUN.set(_child_of(run_id, manager))
+        return {**config, "run_id": run_id}
 
     async def _astream(
         self,
@@ -312,14 +378,9 @@ class GuardedChatModel(BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
-        async for event in self._events(messages, stop, run_manager, kwargs):
-            if isinstance(event, TextEvent) and event.text:
-                chunk = ChatGenerationChunk(message=AIMessageChunk(content=event.text))
-                if run_manager is not None:
-                    await run_manager.on_llm_new_token(event.text, chunk=chunk)
-                yield chunk
-            elif isinstance(event, FinalEvent):
-                yield ChatGenerationChunk(message=_final_message(event.result, chunk=True))  # type: ignore[arg-type]
+        callbacks = _child(run_manager) if run_manager else _take_run()
+        async for chunk in self._chunks(messages, stop, callbacks, run_manager, kwargs):
+            yield chunk
 
     def _stream(
         self,
@@ -328,8 +389,8 @@ class GuardedChatModel(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
-        chunks = self._astream(messages, stop, _SyncToAsyncManager(run_manager), **kwargs)  # type: ignore[arg-type]
-        yield from _sync.iterate(chunks)
+        callbacks = _child(run_manager) if run_manager else _take_run()
+        yield from _sync.iterate(self._chunks(messages, stop, callbacks, _SyncToAsyncManager(run_manager), kwargs))
 
     async def _agenerate(
         self,
@@ -339,7 +400,8 @@ class GuardedChatModel(BaseChatModel):
         **kwargs: Any,
     ) -> ChatResult:
         result: GuardResult | None = None
-        async for event in self._events(messages, stop, run_manager, kwargs):
+        callbacks = _child(run_manager) if run_manager else None
+        async for event in self._events(messages, stop, callbacks, kwargs):
             if isinstance(event, FinalEvent):
                 result = event.result
         assert result is not None
@@ -355,14 +417,29 @@ class GuardedChatModel(BaseChatModel):
         return _sync.run(self._agenerate(messages, stop, _SyncToAsyncManager(run_manager), **kwargs))  # type: ignore[arg-type]
 
 
-def _child(run_manager: Any) -> CallbackManager:
-    """Callbacks for runs nested under an LLM run (what ``get_child`` gives a chain run)."""
-    manager = getattr(run_manager, "run_manager", run_manager)
-    child = CallbackManager(handlers=[], parent_run_id=manager.run_id)
+#: the guarded run's child callbacks, handed to the next ``_astream`` / ``_stream`` (see GuardedChatModel)
+_RUN: contextvars.ContextVar[CallbackManager | None] = contextvars.ContextVar("guardrail_run", default=None)
+
+
+def _take_run() -> CallbackManager | None:
+    callbacks = _RUN.get()
+    _RUN.set(None)
+    return callbacks
+
+
+def _child_of(run_id: Any, manager: Any) -> CallbackManager:
+    """Callbacks for runs nested under run ``run_id`` whose inheritable callbacks ``manager`` holds."""
+    child = CallbackManager(handlers=[], parent_run_id=run_id)
     child.set_handlers(manager.inheritable_handlers)
     child.add_tags(manager.inheritable_tags)
     child.add_metadata(manager.inheritable_metadata)
     return child
+
+
+def _child(run_manager: Any) -> CallbackManager:
+    """Callbacks for runs nested under an LLM run (what ``get_child`` gives a chain run)."""
+    manager = getattr(run_manager, "run_manager", run_manager)
+    return _child_of(manager.run_id, manager)
 
 
 class _SyncToAsyncManager:
@@ -396,6 +473,10 @@ class GuardedRunnable(RunnableSerializable[Any, AIMessage]):
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
     _guard: Guard | None = PrivateAttr(default=None)
+
+    def model_post_init(self, context: Any, /) -> None:
+        super().model_post_init(context)
+        _ = self.guard  # policy and judge errors at construction
 
     @property
     def guard(self) -> Guard:

@@ -182,6 +182,8 @@ class LlamaIndexBackend(StreamingBackend):
     def __init__(self, llm: LLM) -> None:
         _silence_drafts()
         self.llm = llm
+        # LlamaIndex's mock LLMs echo or replay: they cannot judge (the trained judge takes their rules)
+        self.can_self_judge = not type(llm).__module__.startswith("llama_index.core.llms.mock")
 
     def __repr__(self) -> str:
         return f"LlamaIndexBackend({type(self.llm).__name__})"
@@ -264,9 +266,15 @@ class GuardedLLM(LLM):
     def metadata(self) -> LLMMetadata:
         return self.llm.metadata  # type: ignore[no-any-return]
 
+    def model_post_init(self, context: Any, /) -> None:
+        """The Guard is built with the LLM: a broken policy, an unknown judge or a judge that fails its
+        calibration probe is an error here, not at the first call."""
+        super().model_post_init(context)
+        _ = self.guard
+
     @property
     def guard(self) -> Guard:
-        """The Guard (built on first use, shared by every call: it holds no per-call state)."""
+        """The Guard (built with the LLM, shared by every call: it holds no per-call state)."""
         if self._guard is None:
             policy = self.policy if isinstance(self.policy, (Policy, str, Path)) else str(self.policy)
             backend = _backend(self.llm)

@@ -187,3 +187,59 @@ def test_without_langchain_huggingface_nothing_breaks(monkeypatch: pytest.Monkey
     monkeypatch.setitem(sys.modules, "langchain_huggingface", None)  # as if the package were absent
     model = GuardedChatModel(model=scripted("Fine."), policy=POLICY)
     assert model.guard.strategy.name == "sentence" and model.invoke("hi").content == "Fine."
+
+
+def test_policy_and_judge_errors_surface_at_construction() -> None:
+    from guardrail import JudgeError, PolicyError
+
+    with pytest.raises(PolicyError, match="no built-in policy"):
+        GuardedChatModel(model=scripted("x"), policy="no-such-policy")
+    with pytest.raises(PolicyError, match="no built-in policy"):
+        guard(scripted("x"), policy="no-such-policy")
+    with pytest.raises(JudgeError, match="unknown judge 'embeding'"):
+        GuardedChatModel(model=scripted("x"), judge="embeding")
+
+
+def test_a_fake_chat_model_is_not_asked_to_judge() -> None:
+    # one scripted reply, the default policy: the guard must not spend it on self-evaluation or its probe
+    model = GuardedChatModel(model=scripted("The shop opens at nine. Bread is baked daily."))
+    assert model.guard.judge.parts[0].name == "embedding"  # type: ignore[attr-defined]
+    reply = model.invoke("When does the shop open?")
+    assert reply.content == "The shop opens at nine. Bread is baked daily."
+    assert reply.response_metadata["guardrail"]["verdicts"] >= 2
+
+
+async def test_chat_model_guardrail_events_reach_astream_events_in_every_call_style() -> None:
+    # LangChain calls _astream without the run's manager: the custom events still belong to our run
+    def model() -> GuardedChatModel:
+        return GuardedChatModel(model=scripted("Good one. BAD two.", "Fine two."), policy=POLICY)
+
+    direct = model()
+    events = [e async for e in direct.astream_events("hi", version="v2")]
+    start = next(e for e in events if e["event"] == "on_chat_model_start")
+    custom = [e for e in events if e["event"] == "on_custom_event"]
+    assert [e["name"] for e in custom].count("guardrail_rewind") == 1
+    assert {e["run_id"] for e in custom} == {start["run_id"]}  # dispatched on the guarded model's own run
+    assert "BAD" not in str(events)
+
+    chain = ChatPromptTemplate.from_messages([("human", "{q}")]) | model() | StrOutputParser()
+    events = [e async for e in chain.astream_events({"q": "hi"}, version="v2")]
+    names = [e["name"] for e in events if e["event"] == "on_custom_event"]
+    assert "guardrail_rewind" in names and "guardrail_verdict" in names and "BAD" not in str(events)
+
+    invoked = RunnableLambda(lambda q: model().invoke(q))  # an invoke that LangChain streams for the listener
+    events = [e async for e in invoked.astream_events("hi", version="v2")]
+    names = [e["name"] for e in events if e["event"] == "on_custom_event"]
+    assert "guardrail_rewind" in names and events[-1]["data"]["output"].content == "Good one. Fine two."
+
+    collected: list[str] = []
+
+    from langchain_core.callbacks import BaseCallbackHandler
+
+    class Recorder(BaseCallbackHandler):
+        def on_custom_event(self, name: str, data: Any, **kwargs: Any) -> None:
+            collected.append(name)
+
+    chunks = list(model().stream("hi", config={"callbacks": [Recorder()]}))
+    assert "".join(str(c.content) for c in chunks) == "Good one. Fine two."
+    assert "guardrail_rewind" in collected

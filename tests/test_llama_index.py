@@ -184,3 +184,18 @@ def test_openai_like_inner_llm_against_llama_cpp(llama_server: str, index: Vecto
         assert "".join(stream.response_gen).strip()  # type: ignore[attr-defined]
     finally:
         Settings.llm = MockLLM()
+
+
+def test_policy_and_judge_errors_surface_at_construction() -> None:
+    from guardrail import JudgeError, PolicyError
+
+    with pytest.raises(PolicyError, match="no built-in policy"):
+        GuardedLLM(llm=MockLLM(), policy="no-such-policy")
+    with pytest.raises(JudgeError, match="unknown judge 'embeding'"):
+        GuardedLLM(llm=Scripted(replies=["x"]), judge="embeding")
+
+
+def test_a_mock_llm_is_not_asked_to_judge() -> None:
+    llm = GuardedLLM(llm=MockLLM(max_tokens=8))
+    assert llm.guard.judge.parts[0].name == "embedding"  # type: ignore[attr-defined]
+    assert llm.guard.backend.can_self_judge is False  # type: ignore[attr-defined]
