@@ -54,8 +54,11 @@ def test_eval_interrupt_resume_report_and_export(tmp_path: Path) -> None:
         capture_output=True, text=True, check=True,
     )  # fmt: skip
     assert "preference pairs" in exported.stderr
-    for line in (data / "dpo.jsonl").read_text().splitlines():
-        pair = json.loads(line)
+    pairs = [json.loads(line) for line in (data / "dpo.jsonl").read_text().splitlines()]
+    rewound = sum(r.get("rewinds", 0) for r in rows if r["mode"] == "guarded")
+    assert rewound >= 1  # the red-team prompts made the guard rewind: there is something to export
+    assert 1 <= len(pairs) <= rewound
+    for pair in pairs:
         assert pair["prompt"] and pair["chosen"] and pair["rejected"] and pair["chosen"] != pair["rejected"]
     sft = [json.loads(line) for line in (data / "sft.jsonl").read_text().splitlines()]
     assert sft and {r["label"] for r in sft} <= {"positive", "negative"}

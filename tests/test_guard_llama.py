@@ -9,6 +9,7 @@ import pytest
 
 from guardrail import parse_policy
 from guardrail.backends.remote import OpenAIBackend
+from guardrail.evaluation import is_refusal
 from guardrail.events import FinalEvent, RewindEvent, TextEvent, VerdictEvent
 from guardrail.guard import Guard
 from guardrail.judges import Judge
@@ -62,7 +63,9 @@ def test_stream_releases_only_judged_text_and_regenerates_the_rejected_sentence(
 def test_embedding_judged_answer_end_to_end(llama_server: str) -> None:
     guard = Guard(load_policy("harmless"), OpenAIBackend(llama_server, model="smollm2"), judge=_embedding_judge())
     result = guard.invoke("How do I bake bread?", max_tokens=48, temperature=0)
-    assert result.text and result.verdicts and all(v.verdict.judge == "embedding" for v in result.verdicts)
+    assert result.verdicts and all(v.verdict.judge == "embedding" for v in result.verdicts)
+    # a benign question gets an answer, not the fallback (a blanket refusal fails here)
+    assert result.fallback is None and not is_refusal(result.text) and len(result.text.split()) >= 8, result.text
 
 
 def _embedding_judge() -> Judge:
@@ -75,7 +78,14 @@ def test_self_evaluation_guard_over_llama_cpp(llama_server: str) -> None:
     # judge="self" insists: the 135M model fails the calibration probe, which would hand the rule to the trained judge
     guard = Guard("harmless", OpenAIBackend(llama_server, model="smollm2"), judge="self")
     result = guard.invoke("Name a fruit.", max_tokens=24, temperature=0)
-    assert result.verdicts and result.judge_cost.api_calls >= 2 and result.text
+    assert result.verdicts and all(v.verdict.judge == "self" for v in result.verdicts)
+    assert result.judge_cost.api_calls >= 2 * len(result.verdicts)  # both option orders asked of the server
+    # what the 135M judge decided is its own business (it is near chance); the guard must still end properly:
+    # the answer passed every verdict, or the ladder's refusal is what the user got
+    if result.fallback is None:
+        assert result.passed and not is_refusal(result.text) and result.text.strip()
+    else:
+        assert result.fallback.action == "refuse" and result.text == result.fallback.message
 
 
 async def test_load_hundred_concurrent_guarded_streams(llama_server: str) -> None:

@@ -23,6 +23,7 @@ from llama_index.core.llms import CustomLLM, MockLLM
 from llama_index.core.llms.callbacks import llm_completion_callback
 from pydantic import Field
 
+from guardrail.evaluation import is_refusal
 from guardrail.policy import parse_policy
 
 POLICY = parse_policy(
@@ -178,10 +179,12 @@ def test_openai_like_inner_llm_against_llama_cpp(llama_server: str, index: Vecto
     inner = OpenAILike(api_base=llama_server, api_key="unused", model="smollm2", is_chat_model=True, max_tokens=40)
     Settings.llm = GuardedLLM(llm=inner, policy="no_pii")
     try:
-        answer = str(index.as_query_engine().query("When does the shop open?"))
-        assert answer.strip()
+        response = index.as_query_engine().query("When does the shop open?")
+        answer = str(response)
+        assert answer.strip() and not is_refusal(answer), answer  # a blanket refusal fails here
         stream = index.as_query_engine(streaming=True).query("What about returns?")
-        assert "".join(stream.response_gen).strip()  # type: ignore[attr-defined]
+        streamed = "".join(stream.response_gen)  # type: ignore[attr-defined]
+        assert streamed.strip() and not is_refusal(streamed), streamed
     finally:
         Settings.llm = MockLLM()
 

@@ -16,6 +16,7 @@ import pytest
 
 from guardrail import parse_policy
 from guardrail.backends.remote import OpenAIBackend
+from guardrail.evaluation import is_refusal
 from guardrail.guard import Guard
 from guardrail.server import create_app
 from tests.fault_server import FaultServer, fault_server
@@ -164,11 +165,15 @@ def test_llama_cpp_upstream_with_the_openai_client(llama_server: str) -> None:
         reply = client.chat.completions.create(
             model="smollm2-guarded", messages=[{"role": "user", "content": "Name a color."}], max_tokens=24
         )
-        assert reply.choices[0].message.content and (reply.model_extra or {})["guardrail"]["verdicts"] >= 1
+        answer = reply.choices[0].message.content or ""
+        assert (reply.model_extra or {})["guardrail"]["verdicts"] >= 1
+        assert answer.strip() and not is_refusal(answer) and reply.choices[0].finish_reason == "stop", answer
         stream = client.chat.completions.create(
             model="smollm2-guarded", messages=[{"role": "user", "content": "Name a fruit."}], max_tokens=24, stream=True
         )
-        assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices).strip()
+        chunks = [c for c in stream if c.choices]
+        streamed = "".join(c.choices[0].delta.content or "" for c in chunks)
+        assert streamed.strip() and not is_refusal(streamed) and chunks[-1].choices[0].finish_reason == "stop"
 
 
 def _embedding() -> object:

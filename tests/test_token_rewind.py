@@ -12,7 +12,7 @@ from guardrail import parse_policy
 from guardrail.backends.local import LocalBackend
 from guardrail.events import FinalEvent, RewindEvent, TextEvent
 from guardrail.guard import Guard
-from guardrail.judges import Judge
+from guardrail.judges import Judge, PatternJudge
 from guardrail.judges.base import Prompt
 from guardrail.judges.verdict import Verdict
 from guardrail.rewind.decoder import Decoder, Sampling, TextEmitter
@@ -29,13 +29,31 @@ class RejectText(Judge):
         super().__init__(policy)
         self.needle = needle
         self.calls = 0
+        self.hits = 0  # judged texts that contained the needle: the rejected continuation was really generated
         self._lock = threading.Lock()
 
     def _judge(self, prompt: Prompt, response: str, *, partial: bool, explain: bool) -> Verdict:
+        hit = self.needle in response
         with self._lock:
             self.calls += 1
-        hit = self.needle in response
+            self.hits += hit
         return Verdict(1.0 if hit else 0.0, hit, ("chosen",) if hit else (), judge=self.name)
+
+
+class Seen(Judge):
+    """Delegates to ``inner`` and counts the verdicts that fired."""
+
+    name = "seen"
+
+    def __init__(self, inner: Judge, policy: Any) -> None:
+        super().__init__(policy)
+        self.inner = inner
+        self.hits = 0
+
+    def _judge(self, prompt: Prompt, response: str, *, partial: bool, explain: bool) -> Verdict:
+        verdict = self.inner.judge(prompt, response, partial=partial, explain=explain)
+        self.hits += verdict.violated
+        return verdict
 
 
 def _recomputed_logits(model: Any, ids: list[int]) -> Any:
@@ -109,6 +127,7 @@ def test_tiny_model_rejected_continuation_is_never_streamed(tiny: tuple[Any, Any
     streamed = "".join(e.text for e in events if isinstance(e, TextEvent))
     final = events[-1]
     assert isinstance(final, FinalEvent) and final.result.strategy == ("rain" if strategy == "rain" else "token")
+    assert judge.hits >= 1  # the model did produce the chosen continuation, and the judge saw it
     assert needle not in streamed and not judge.judge("Hi", final.result.text).violated
     assert final.result.generation_cost.forward_tokens > 0
 
@@ -128,6 +147,7 @@ def test_embedded_model_rejects_a_chosen_continuation(strategy: str) -> None:
     streamed = "".join(e.text for e in events if isinstance(e, TextEvent))
     final = events[-1]
     assert isinstance(final, FinalEvent)
+    assert judge.hits >= 1  # the model did produce its own first words again, and the judge rejected them
     assert needle not in streamed and streamed == final.result.text and streamed.strip()
     assert not judge.judge(prompt, final.result.text).violated and final.result.passed
     if strategy == "verify":
@@ -151,7 +171,8 @@ def test_tiny_model_redaction_reaches_the_user(tiny: tuple[Any, Any], strategy: 
         f"rewind: {{strategy: {strategy}, chunk_tokens: 4, rain: {{q: 3, t_min: 1, t_max: 6, "
         "min_new_simulations: 3, token_set_lengths: [1, 2, 4]}}\n"
     )
-    guard = Guard(policy, backend)
+    judge = Seen(PatternJudge(policy), policy)
+    guard = Guard(policy, backend, judge=judge)
     if streaming:
         events = list(guard.stream("Hi", max_tokens=12, temperature=0))
         text = "".join(e.text for e in events if isinstance(e, TextEvent))
@@ -159,11 +180,14 @@ def test_tiny_model_redaction_reaches_the_user(tiny: tuple[Any, Any], strategy: 
     else:
         result = guard.invoke("Hi", max_tokens=12, temperature=0)
         text = result.text
-    assert word not in text.split()  # the word never reaches the user
+    assert judge.hits >= 1  # the word was generated and judged: there was something to keep from the user
+    assert word not in text  # the word never reaches the user
+    assert text.strip()  # and the answer is not empty
     if strategy == "verify":  # the ladder is [redact]: the chunk is redacted where it was judged
         assert result.fallback is not None and result.fallback.action == "redact" and "[gone]" in text
-    elif result.fallback is not None:  # RAIN's value steers the search away; a committed violation is redacted
-        assert result.fallback.action == "redact" and "[gone]" in text
+    else:  # RAIN's value steers the search away from it, or a committed violation is redacted
+        redacted = result.fallback is not None and result.fallback.action == "redact" and "[gone]" in text
+        assert redacted or (result.fallback is None and result.passed), result.fallback
 
 
 def test_token_level_generation_ends_at_a_stop_sequence(tiny: tuple[Any, Any]) -> None:
