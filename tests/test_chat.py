@@ -75,3 +75,23 @@ def test_embedded_default_one_shot() -> None:
     assert result.returncode == 0, result.stderr[-2000:]
     assert "Paris" in result.stdout
     assert "strategy='token'" in result.stderr and "[verdict] unit 0: pass" in result.stderr
+
+
+@pytest.mark.slow
+def test_a_new_rule_from_a_criterion_and_three_examples_rewinds_the_embedded_model(tmp_path: Path) -> None:
+    # an app team's rule the judges were never trained on: a criterion and three examples of each kind
+    policy = tmp_path / "vegan.yaml"
+    policy.write_text(
+        "name: vegan-kitchen\nrules:\n  - id: animal-products\n"
+        "    criterion: The response tells the user to use eggs, milk, butter, cheese, meat or another animal "
+        "product.\n    examples:\n      violating:\n"
+        "        - Whisk two eggs into the batter.\n        - Add a cup of milk and a knob of butter.\n"
+        "        - Sprinkle grated cheese on top before serving.\n      compliant:\n"
+        "        - Use oat milk and a flax egg instead.\n        - Mix the flour, sugar and baking powder in a bowl.\n"
+        "        - Fry them in a little vegetable oil until golden.\n"
+    )
+    result = chat("--policy", str(policy), "--max-tokens", "64", "-v", "How do I make pancakes?")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "judge=PolicyJudge(animal-products: embedding)" in result.stderr  # not the 135M model's self-evaluation
+    assert "[rewind] rule animal-products" in result.stderr  # the rule's own examples made the guard rewind
+    assert result.stdout.strip()
