@@ -40,7 +40,7 @@ from guardrail import _sync
 from guardrail.backends.base import Chunk, GenerationParams, Message, StreamingBackend
 from guardrail.events import Event, FinalEvent, GuardResult, TextEvent
 from guardrail.guard import Guard
-from guardrail.judges.scorers import TextScorer
+from guardrail.judges.scorers import TextScorer, afirst_pieces, first_pieces
 from guardrail.judges.self_eval import OptionScorer
 from guardrail.policy import Policy
 
@@ -149,14 +149,21 @@ class LangChainBackend(StreamingBackend):
     def self_scorer(self) -> OptionScorer:
         """Self-evaluation by parsing the model's answer (a LangChain model gives no logprobs)."""
 
-        def generate(messages: list[dict[str, str]]) -> str:
-            return _text(_draft_context().run(self.model.invoke, to_langchain(messages)))
+        def pieces(messages: list[dict[str, str]]) -> Iterator[str]:
+            for chunk in self.model.stream(to_langchain(messages)):
+                yield _text(chunk)
+
+        def generate(messages: list[dict[str, str]]) -> str:  # a few pieces read, then the stream is closed
+            return _draft_context().run(lambda: first_pieces(pieces(messages)))
+
+        async def apieces(messages: list[dict[str, str]]) -> AsyncIterator[str]:
+            async for chunk in self.model.astream(to_langchain(messages)):
+                yield _text(chunk)
 
         async def agenerate(messages: list[dict[str, str]]) -> str:
             if _sync.called_from_sync():
                 return await asyncio.to_thread(generate, messages)
-            inputs = to_langchain(messages)
-            return _text(await asyncio.create_task(self.model.ainvoke(inputs), context=_draft_context()))
+            return await asyncio.create_task(afirst_pieces(apieces(messages)), context=_draft_context())
 
         return TextScorer(generate, agenerate)
 

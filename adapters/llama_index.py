@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import functools
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +51,7 @@ from guardrail import _sync
 from guardrail.backends.base import Chunk, GenerationParams, Message, StreamingBackend
 from guardrail.events import Event, FinalEvent, GuardResult, TextEvent
 from guardrail.guard import Guard
-from guardrail.judges.scorers import TextScorer
+from guardrail.judges.scorers import TextScorer, afirst_pieces, first_pieces
 from guardrail.judges.self_eval import OptionScorer
 from guardrail.policy import Policy
 
@@ -219,14 +219,21 @@ class LlamaIndexBackend(StreamingBackend):
             yield Chunk("", tokens=len(calls), tool_calls=calls)
 
     def self_scorer(self) -> OptionScorer:
-        def generate(messages: list[dict[str, str]]) -> str:
-            return str(_draft_context().run(self.llm.chat, _to_chat(messages)).message.content or "")
+        def pieces(messages: list[dict[str, str]]) -> Iterator[str]:
+            for response in self.llm.stream_chat(_to_chat(messages)):
+                yield response.delta or ""
+
+        def generate(messages: list[dict[str, str]]) -> str:  # a few pieces read, then the stream is closed
+            return _draft_context().run(lambda: first_pieces(pieces(messages)))
+
+        async def apieces(messages: list[dict[str, str]]) -> AsyncIterator[str]:
+            async for response in await self.llm.astream_chat(_to_chat(messages)):
+                yield response.delta or ""
 
         async def agenerate(messages: list[dict[str, str]]) -> str:
             if _sync.called_from_sync():
                 return await asyncio.to_thread(generate, messages)
-            reply = await asyncio.create_task(self.llm.achat(_to_chat(messages)), context=_draft_context())
-            return str(reply.message.content or "")
+            return await asyncio.create_task(afirst_pieces(apieces(messages)), context=_draft_context())
 
         return TextScorer(generate, agenerate)
 

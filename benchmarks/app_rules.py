@@ -6,9 +6,9 @@ each kind is judged, with no training by the user.
 Rules: benchmarks/data/app_rules.yaml (3 dev rules, used to choose the example-based scoring; 5 test rules:
 support-bot refunds, medical dosage, competitor, personal data, tone). Labelled responses (5 violating and 5
 compliant per rule, on the rule's own topic, so topic words alone cannot separate them):
-benchmarks/data/app_rules.jsonl; "padded" rows put each response between two harmless sentences. Each rule is judged by the judge the library gives it (``resolve_judge`` over
-the embedded model: the embedding judge's example prototypes) through ``Judge.judge``, as a Guard would
-judge a complete answer.
+benchmarks/data/app_rules.jsonl; "padded" rows put each response between two harmless sentences. Each rule is
+judged by the judge the library gives it (``resolve_judge`` over the embedded model: the embedding judge's
+example prototypes) through ``Judge.judge``, as a Guard would judge a complete answer.
 """
 
 from __future__ import annotations

@@ -50,12 +50,14 @@ async def thread_iterate(
     The thread that calls ``next()`` is the only one that ever touches the iterator: leaving early (a rejection
     closes the upstream) asks the thread to stop, and the thread closes the iterator itself once the step in
     progress returns. Closing it from another thread while ``next()`` runs raised "generator already executing".
-    ``context`` (default: a copy of the caller's) is the context the iteration runs in.
+    ``context`` (default: a copy of the caller's) is the context the iteration runs in. The thread reads at most
+    one item ahead of the consumer: a stream that is abandoned (max_tokens reached, a rejection) is not drained.
     """
     guard = lock if lock is not None else nullcontext()
     loop = asyncio.get_running_loop()
     items: asyncio.Queue[tuple[int, Any]] = asyncio.Queue()
     stop = threading.Event()
+    demand = threading.Semaphore(1)  # items the thread may read now: one ahead, then one per item taken
 
     def put(kind: int, value: Any) -> None:
         with suppress(RuntimeError):  # the loop is closed: nobody is listening any more
@@ -66,7 +68,10 @@ async def thread_iterate(
         try:
             with guard:
                 iterator = iter(make())
-            while not stop.is_set():
+            while True:
+                demand.acquire()
+                if stop.is_set():
+                    break
                 with guard:
                     item = next(iterator)
                 put(_ITEM, item)
@@ -84,10 +89,14 @@ async def thread_iterate(
     runner = context if context is not None else contextvars.copy_context()
     threading.Thread(target=runner.run, args=(work,), name="guardrail-iterate", daemon=True).start()
     try:
-        while (item := _handed_over(*await items.get())) is not _END_OF_ITEMS:
+        while True:
+            demand.release()
+            if (item := _handed_over(*await items.get())) is _END_OF_ITEMS:
+                break
             yield item
     finally:
         stop.set()
+        demand.release()  # wakes the thread if it waits for demand: it sees stop and closes the iterator
 
 
 async def context_iterate(make: Callable[[], AsyncIterator[T]], context: contextvars.Context) -> AsyncIterator[T]:

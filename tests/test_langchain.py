@@ -243,3 +243,38 @@ async def test_chat_model_guardrail_events_reach_astream_events_in_every_call_st
     chunks = list(model().stream("hi", config={"callbacks": [Recorder()]}))
     assert "".join(str(c.content) for c in chunks) == "Good one. Fine two."
     assert "guardrail_rewind" in collected
+
+
+class Rambler(BaseChatModel):
+    """Streams without end (an upstream that ignores max_tokens); records how many pieces each call yielded."""
+
+    counts: list[int] = Field(default_factory=list)
+
+    @property
+    def _llm_type(self) -> str:
+        return "rambler"
+
+    def _generate(self, messages: list[BaseMessage], stop: Any = None, run_manager: Any = None, **kw: Any) -> Any:
+        raise AssertionError("a guarded call must stream, so that the guard can stop it")
+
+    def _stream(self, messages: list[BaseMessage], stop: Any = None, run_manager: Any = None, **kw: Any) -> Any:
+        from langchain_core.messages import AIMessageChunk
+        from langchain_core.outputs import ChatGenerationChunk
+
+        call = len(self.counts)  # calls may run concurrently (both option orders): each counts its own pieces
+        self.counts.append(0)
+        while True:
+            self.counts[call] += 1
+            yield ChatGenerationChunk(message=AIMessageChunk(content="(A) and more words "))
+
+
+@pytest.mark.parametrize("call", ["invoke", "ainvoke"])
+async def test_judge_calls_and_answers_are_bounded_whatever_the_model_does(call: str) -> None:
+    rambler = Rambler()
+    policy = parse_policy("name: s\nrules:\n  - {id: r, judge: self, criterion: is rude}\n")
+    model = GuardedChatModel(model=rambler, policy=policy, judge="self", max_tokens=6)
+    reply = model.invoke("hi") if call == "invoke" else await model.ainvoke("hi")
+    assert reply.response_metadata["guardrail"]["verdicts"] >= 1
+    assert len(rambler.counts) >= 3  # the answer, then both option orders of at least one judge question
+    assert rambler.counts[0] <= 7  # the answer stopped at max_tokens
+    assert max(rambler.counts[1:]) <= 16  # each judge call read a few pieces, then its stream was closed

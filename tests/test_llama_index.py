@@ -202,3 +202,42 @@ def test_a_mock_llm_is_not_asked_to_judge() -> None:
     llm = GuardedLLM(llm=MockLLM(max_tokens=8))
     assert llm.guard.judge.parts[0].name == "embedding"  # type: ignore[attr-defined]
     assert llm.guard.backend.can_self_judge is False  # type: ignore[attr-defined]
+
+
+class Rambler(CustomLLM):
+    """Streams without end (an upstream that ignores max_tokens); records how many pieces each call yielded."""
+
+    counts: list[int] = Field(default_factory=list)
+
+    @property
+    def metadata(self) -> LLMMetadata:
+        return LLMMetadata(is_chat_model=False, model_name="rambler")
+
+    @llm_completion_callback()
+    def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
+        raise AssertionError("a guarded call must stream, so that the guard can stop it")
+
+    @llm_completion_callback()
+    def stream_complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponseGen:
+        call = len(self.counts)
+        self.counts.append(0)
+
+        def gen() -> Iterator[CompletionResponse]:
+            while True:
+                self.counts[call] += 1
+                yield CompletionResponse(text="", delta="(A) and more words ")
+
+        return gen()
+
+
+@pytest.mark.parametrize("call", ["chat", "achat"])
+async def test_judge_calls_and_answers_are_bounded_whatever_the_llm_does(call: str) -> None:
+    rambler = Rambler()
+    policy = parse_policy("name: s\nrules:\n  - {id: r, judge: self, criterion: is rude}\n")
+    llm = GuardedLLM(llm=rambler, policy=policy, judge="self", max_tokens=6)
+    messages = [ChatMessage(role="user", content="hi")]
+    reply = llm.chat(messages) if call == "chat" else await llm.achat(messages)
+    assert reply.additional_kwargs["guardrail"]["verdicts"] >= 1
+    assert len(rambler.counts) >= 3  # the answer, then both option orders of at least one judge question
+    assert rambler.counts[0] <= 7  # the answer stopped at max_tokens (one piece read ahead at most)
+    assert max(rambler.counts[1:]) <= 16  # each judge call read a few pieces, then its stream was closed

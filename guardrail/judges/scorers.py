@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import math
 import re
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
 from guardrail.judges.question import LABELS, Question
@@ -13,7 +13,7 @@ from guardrail.judges.self_eval import OptionProbs
 from guardrail.judges.verdict import Cost
 from guardrail.openai_client import OpenAIClient
 
-__all__ = ["LogprobScorer", "TextScorer", "parse_option"]
+__all__ = ["JUDGE_MAX_PIECES", "LogprobScorer", "TextScorer", "afirst_pieces", "first_pieces", "parse_option"]
 
 _ASK = "\nReply with the letter of your answer only."
 _PUNCTUATION = " \t\n()[].:*\"'`"
@@ -97,6 +97,42 @@ class LogprobScorer:
             *(self.client.achat(_messages(conversation, q), **self.params) for q in questions)
         )
         return [self._read(reply) for reply in replies]
+
+
+#: streamed pieces a text-only judge answer is read to: the option letter comes first, and a model that
+#: rambles (or an upstream that ignores max_tokens) cannot make one judge call long
+JUDGE_MAX_PIECES = 16
+
+
+def first_pieces(pieces: Iterable[str], limit: int = JUDGE_MAX_PIECES) -> str:
+    """The text of a streamed answer's first ``limit`` pieces; the stream is closed there (generation stops)."""
+    iterator = iter(pieces)
+    taken: list[str] = []
+    try:
+        for piece in iterator:
+            taken.append(piece)
+            if len(taken) >= limit:
+                break
+    finally:
+        close = getattr(iterator, "close", None)
+        if close is not None:
+            close()
+    return "".join(taken)
+
+
+async def afirst_pieces(pieces: AsyncIterator[str], limit: int = JUDGE_MAX_PIECES) -> str:
+    """``first_pieces`` for an async stream."""
+    taken: list[str] = []
+    try:
+        async for piece in pieces:
+            taken.append(piece)
+            if len(taken) >= limit:
+                break
+    finally:
+        close = getattr(pieces, "aclose", None)
+        if close is not None:
+            await close()
+    return "".join(taken)
 
 
 class TextScorer:
