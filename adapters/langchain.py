@@ -129,7 +129,9 @@ class LangChainBackend(StreamingBackend):
             model = model.bind_tools(tools, **options)  # type: ignore[attr-defined]
         if params.extra.get("response_format") is not None:
             model = model.bind(response_format=params.extra["response_format"])
-        return model
+        # a regeneration samples anew (rewind temperature, a new seed) where the model takes them per call
+        sampling = params.sampling(_fields(self.model))
+        return model.bind(**sampling) if sampling else model
 
     async def astream(self, messages: Sequence[Message], params: GenerationParams) -> AsyncIterator[Chunk]:
         kwargs: dict[str, Any] = {"stop": list(params.stop)} if params.stop else {}
@@ -166,6 +168,14 @@ class LangChainBackend(StreamingBackend):
             return await asyncio.create_task(afirst_pieces(apieces(messages)), context=_draft_context())
 
         return TextScorer(generate, agenerate)
+
+
+def _fields(model: Any) -> frozenset[str]:
+    """The settings a chat model (under any bindings) declares as fields."""
+    inner = model
+    while hasattr(inner, "bound"):
+        inner = inner.bound
+    return frozenset(getattr(type(inner), "model_fields", {}))
 
 
 def _backend(model: Any) -> StreamingBackend:

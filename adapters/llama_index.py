@@ -190,6 +190,8 @@ class LlamaIndexBackend(StreamingBackend):
 
     async def astream(self, messages: Sequence[Message], params: GenerationParams) -> AsyncIterator[Chunk]:
         kwargs = dict(params.extra.get("llama_index_kwargs") or {})
+        # a regeneration samples anew (rewind temperature, a new seed) where the LLM takes them per call
+        kwargs.update(params.sampling(_per_call_settings(self.llm)))
         chat, llm, context = _to_chat(messages), self.llm, _draft_context()
         stream: AsyncIterator[Any]
         if _sync.called_from_sync():  # the caller is sync: the LLM's async clients may belong to another loop
@@ -236,6 +238,12 @@ class LlamaIndexBackend(StreamingBackend):
             return await asyncio.create_task(afirst_pieces(apieces(messages)), context=_draft_context())
 
         return TextScorer(generate, agenerate)
+
+
+def _per_call_settings(llm: Any) -> frozenset[str]:
+    """Sampling settings ``llm`` takes as per-call keyword arguments: the OpenAI family (``OpenAI``,
+    ``OpenAILike``, ...) merges them into the request (``_get_model_kwargs``); other LLMs are left alone."""
+    return frozenset({"temperature", "seed"}) if callable(getattr(llm, "_get_model_kwargs", None)) else frozenset()
 
 
 def _backend(llm: Any) -> StreamingBackend:

@@ -105,6 +105,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--steer-share", type=float, default=0.1)
     parser.add_argument("--min-unsafe", type=float, default=0.5, help="share of an unsafe answer that makes it unsafe")
+    parser.add_argument("--alarming-weight", type=float, default=2.0, help="weight of benchmarks/alarming_benign.py")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--limit", type=int, default=0, help="use only this many answers per split (smoke runs)")
     args = parser.parse_args()
@@ -112,7 +113,7 @@ def main() -> None:
     random.seed(args.seed)
     encoder = CrossEncoder(None)  # int8, exactly as the judge runs; the head reads the last two layers
     encoder.pooled_layers = POOLED_LAYERS
-    rows = judge_data.load_training_rows()
+    rows = judge_data.load_training_rows(alarming_weight=args.alarming_weight)
     random.Random(args.seed).shuffle(rows)
     train = [r for r in rows if not judge_data.in_validation_split(r["question"])]
     val = [r for r in rows if judge_data.in_validation_split(r["question"])]
@@ -161,6 +162,9 @@ def main() -> None:
         index = [i for i, r in enumerate(val) if r["source"] == source]
         if len({val[i]["unsafe"] for i in index}) == 2:
             by_source[source] = report([val[i]["unsafe"] for i in index], [whole[i] for i in index], 0.5)
+        elif not val[index[0]]["unsafe"]:  # compliant only (benign, constructed): how many it would flag
+            flagged = sum(1 for i in index if whole[i] >= 0.5)
+            by_source[source] = {"false_violation_rate": round(flagged / len(index), 4), "n": len(index)}
     validation["by_source"] = by_source
     base, after = steer_sets[0].probabilities(head), steer_sets[1].probabilities(head)
     validation["held_out_steering_raw"] = {
@@ -185,7 +189,8 @@ def main() -> None:
         "data": {
             "sources": "safety_responses_dev.jsonl (TrustLLM, GPT-4 labels); train_extra: gptfuzz_labeled (human), "
             "purdue_jailbreak_manual (human), jbb_artifacts_judged (model judge, weight 0.5), benign_instruct "
-            "(0 by construction); AdvBench prompts left out; ../shared/data/eval/ never used",
+            "(0 by construction); benchmarks/alarming_benign.py (safe questions with alarming words, 0 by "
+            f"construction, weight {args.alarming_weight}); AdvBench prompts left out; ../shared/data/eval/ never used",
             "train_answers_by_source": counts,
             "train_examples": len(examples),
             "prefixes": "25/50 % (not of benign instructions); unsafe from 50 % of the answer on, shorter left out",

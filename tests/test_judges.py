@@ -4,6 +4,7 @@ parsing, untrusted-text handling, the factory and the cascade. Real models are i
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 
@@ -260,3 +261,25 @@ def test_metrics() -> None:
     assert f1_at(labels, scores, 0.45) == pytest.approx(2 * 1 / (2 * 1 + 1 + 1))
     assert best_f1(labels, scores) == (pytest.approx(0.8), 0.4)  # TP 2, FP 1, FN 0
     assert false_violation_rate(labels, scores, 0.45) == pytest.approx(1 / 3)
+
+
+def test_an_example_rule_does_not_flag_text_far_from_every_example() -> None:
+    # sentences the embedded model wrote to "Tell me about your plans." under the README's policy: before the
+    # relevance gate, whichever refund example was nearest decided, and two of these were flagged
+    from guardrail.judges import EmbeddingJudge
+
+    policy = load_policy(str(Path(__file__).resolve().parent.parent / "examples" / "app.yaml"))
+    judge = EmbeddingJudge(policy, [r for r in policy.rules if r.id == "no-refund-promises"])
+    off_topic = [
+        "I'm also passionate about creating positive change in the world.",
+        "My team makes the teams, and I'm lucky to be part of it!",
+        "The conference takes place in New York in October.",
+    ]
+    for text in off_topic:
+        assert judge.judge("Tell me about your plans.", text).score < 0.5, text
+    promises = [
+        "I've refunded the full amount to your credit card, it will arrive tomorrow.",
+        "As a goodwill gesture I added 30 dollars of credit to your account.",
+    ]
+    for text in promises:
+        assert judge.judge("My order was late.", text).violated, text

@@ -278,3 +278,32 @@ async def test_judge_calls_and_answers_are_bounded_whatever_the_model_does(call:
     assert len(rambler.counts) >= 3  # the answer, then both option orders of at least one judge question
     assert rambler.counts[0] <= 7  # the answer stopped at max_tokens
     assert max(rambler.counts[1:]) <= 16  # each judge call read a few pieces, then its stream was closed
+
+
+class SamplingModel(BaseChatModel):
+    """Declares temperature and seed (as ChatOpenAI does) and records the per-call kwargs of each call."""
+
+    temperature: float | None = 0.0
+    seed: int | None = None
+    replies: list[str] = Field(default_factory=list)
+    seen: list[dict[str, Any]] = Field(default_factory=list)
+
+    @property
+    def _llm_type(self) -> str:
+        return "sampling"
+
+    def _generate(self, messages: list[BaseMessage], stop: Any = None, run_manager: Any = None, **kw: Any) -> Any:
+        self.seen.append(dict(kw))
+        text = self.replies[min(len(self.seen) - 1, len(self.replies) - 1)]
+        return ChatResult(generations=[ChatGeneration(message=AIMessage(content=text))])
+
+
+def test_a_regeneration_samples_anew_on_a_model_that_takes_temperature_and_seed() -> None:
+    # at temperature 0 a regeneration that did not change temperature or seed would repeat the rejected draft
+    inner = SamplingModel(replies=["Good one. BAD two.", "Fine two."])
+    reply = GuardedChatModel(model=inner, policy=POLICY).invoke("hi")
+    assert reply.content == "Good one. Fine two."
+    assert "temperature" not in inner.seen[0] and "seed" not in inner.seen[0]  # the first draft: the model's own
+    assert inner.seen[1]["temperature"] == POLICY.rewind.temperature > 0 and inner.seen[1]["seed"] == 1
+    plain = GuardedChatModel(model=scripted("Good one. BAD two.", "Fine two."), policy=POLICY)
+    assert plain.invoke("hi").content == "Good one. Fine two."  # a model without those fields gets none

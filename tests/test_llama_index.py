@@ -241,3 +241,21 @@ async def test_judge_calls_and_answers_are_bounded_whatever_the_llm_does(call: s
     assert len(rambler.counts) >= 3  # the answer, then both option orders of at least one judge question
     assert rambler.counts[0] <= 7  # the answer stopped at max_tokens (one piece read ahead at most)
     assert max(rambler.counts[1:]) <= 16  # each judge call read a few pieces, then its stream was closed
+
+
+def test_a_regeneration_samples_anew_on_an_openai_like_llm() -> None:
+    from llama_index.llms.openai_like import OpenAILike
+
+    from tests.fault_server import fault_server
+
+    policy = parse_policy(
+        "name: w\nrules:\n  - {id: wet, judge: pattern, keywords: [Water], criterion: mentions water}\n"
+        "actions: [{action: rewind, max_attempts: 1}, {action: refuse, message: Nope.}]\n"
+    )
+    with fault_server() as server:
+        inner = OpenAILike(api_base=server.url("ok", "sampling"), api_key="x", model="m", is_chat_model=True)
+        reply = GuardedLLM(llm=inner, policy=policy).chat([ChatMessage(role="user", content="hi")])
+        bodies = [r["body"] for r in server.requests if r["body"].get("stream")]
+    assert "Water" not in str(reply.message.content)
+    assert len(bodies) >= 2 and "seed" not in bodies[0]  # the first draft: the LLM's own settings
+    assert bodies[1]["seed"] == 1 and bodies[1]["temperature"] == policy.rewind.temperature

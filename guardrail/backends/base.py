@@ -4,7 +4,7 @@ optionally token ids and a KV cache (token-level rewind, local transformers mode
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +24,12 @@ class GenerationParams:
     seed: int | None = None
     stop: tuple[str, ...] = ()
     extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def sampling(self, accepted: Collection[str]) -> dict[str, Any]:
+        """The sampling settings that are set (``temperature``, ``seed``) among the names a model accepts: a
+        regeneration's new temperature and seed, for framework models that take them per call."""
+        chosen = {"temperature": self.temperature, "seed": self.seed}
+        return {name: value for name, value in chosen.items() if value is not None and name in accepted}
 
 
 @dataclass(frozen=True)

