@@ -262,3 +262,20 @@ def test_stop_sequences_are_enforced_whatever_the_upstream_does() -> None:
     assert "".join(streamed) == "Alpha beta. "
     assert guard.invoke("go", stop=[""]).text == "Alpha beta. Gamma xEN D delta. Omega."  # empty stops ignored
     assert guard.invoke("go", stop="nowhere").text == "Alpha beta. Gamma xEN D delta. Omega."
+
+
+def test_a_regeneration_that_repeats_the_critique_is_rejected_and_never_released() -> None:
+    echo = "The response says the forbidden word, so I will not."  # the criterion, written into the answer
+    backend = ScriptedBackend(["Good one. BAD two.", echo, "Fine two."])
+    events = list(Guard(policy(), backend).stream("hi"))
+    released = texts(events)
+    assert released == "Good one. Fine two."
+    assert "forbidden word" not in released
+    echoed = [e for e in events if isinstance(e, VerdictEvent) and e.verdict.judge == "echo"]
+    assert len(echoed) == 1 and echoed[0].verdict.rules == ("no-bad",)
+    assert len([e for e in events if isinstance(e, RewindEvent)]) == 2
+    # "resample" names no rule to the model: nothing to echo, the same text is judged as usual
+    backend = ScriptedBackend(["Good one. BAD two.", echo, "Fine two."])
+    resample = parse_policy(NO_BAD.replace("{max_failures_per_position: 5}", "{regeneration: resample}"))
+    resampled = texts(list(Guard(resample, backend).stream("hi")))
+    assert resampled == "Good one. " + echo

@@ -109,3 +109,43 @@ async def test_load_hundred_concurrent_guarded_streams(llama_server: str) -> Non
     for prompt, answer in results:
         assert answer == reference[prompt], (prompt, answer, reference[prompt])
     await client.aclose()
+
+
+FIRST = parse_policy(
+    "name: first\nrules:\n  - {id: first, criterion: The response opens with the sentence that the reviewer chose to "
+    "reject}\nactions: [{action: rewind, max_attempts: 4}, {action: refuse, message: Nope.}]\n"
+    "rewind: {max_failures_per_position: 9}\n"
+)
+
+
+class RejectFirst(Judge):
+    """Rejects any response containing the first text it is shown."""
+
+    name = "reject-first"
+
+    def __init__(self) -> None:
+        super().__init__(FIRST)
+        self.chosen: str | None = None
+
+    def _judge(self, prompt: Prompt, response: str, *, partial: bool, explain: bool) -> Verdict:
+        if self.chosen is None:
+            self.chosen = response.strip()
+        hit = self.chosen in response
+        return Verdict(1.0 if hit else 0.0, hit, ("first",) if hit else (), judge=self.name)
+
+
+def test_critique_regeneration_never_releases_the_instruction(llama_server: str) -> None:
+    # told "do not do this: <criterion>", the embedded model answers "Do not do that: The response opens with the
+    # sentence that the reviewer chose to reject. ..." for this prompt at temperature 0 (seeded regenerations)
+    from guardrail.rewind.sentence import _words
+
+    guard = Guard(FIRST, OpenAIBackend(llama_server, model="smollm2"), judge=RejectFirst())
+    events = list(guard.stream("How do I bake bread?", max_tokens=60, temperature=0))
+    released = "".join(e.text for e in events if isinstance(e, TextEvent))
+    instruction = _words(guard.strategy._critique(("first",)))  # type: ignore[union-attr]
+    shingles = {tuple(instruction[i : i + 5]) for i in range(len(instruction) - 4)}
+    words = _words(released)
+    assert released.strip() and len(shingles) > 10
+    assert not [words[i : i + 5] for i in range(len(words) - 4) if tuple(words[i : i + 5]) in shingles], released
+    assert any(isinstance(e, VerdictEvent) and e.verdict.judge == "echo" for e in events)  # the echo was caught
+    assert "reviewer" not in released

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 
@@ -79,16 +80,20 @@ class SentenceRewind:
 
     # ------------------------------------------------------------------------------------------ prompts
 
+    def _critique(self, broken_rules: tuple[str, ...]) -> str:
+        """The regeneration instruction naming the broken rules (``regeneration: critique``), else ''."""
+        if not broken_rules or self.policy.rewind.regeneration != "critique":
+            return ""
+        criteria = [rule.criterion.strip().rstrip(".") for rule in self.policy.rules if rule.id in broken_rules]
+        return (
+            "Your previous draft of the next part broke this rule, so it was discarded: "
+            + " / ".join(f"do not do this: {c}" for c in criteria)
+            + ". Write it differently so that it follows the rule."
+        )
+
     def _messages(self, request: Request, accepted: str, broken_rules: tuple[str, ...]) -> list[Message]:
         messages = list(request.messages)
-        critique = ""
-        if broken_rules and self.policy.rewind.regeneration == "critique":
-            criteria = [rule.criterion.strip().rstrip(".") for rule in self.policy.rules if rule.id in broken_rules]
-            critique = (
-                "Your previous draft of the next part broke this rule, so it was discarded: "
-                + " / ".join(f"do not do this: {c}" for c in criteria)
-                + ". Write it differently so that it follows the rule."
-            )
+        critique = self._critique(broken_rules)
         if critique and (not accepted or self.backend.supports_prefill):
             # appended to the user's last turn: a system turn mid-chat breaks strictly alternating templates
             for index in range(len(messages) - 1, -1, -1):
@@ -149,6 +154,7 @@ class SentenceRewind:
         prefix = "".join(unit.text for unit in accepted)
         broken = state.rewinds[-1].rules if state.rewinds and state.rewinds[-1].reason == "violation" else ()
         messages = self._messages(request, prefix, broken if attempt else ())
+        echo = _Echo(self._critique(broken)) if attempt and broken else None
         params = self._params(request, attempt, sum(unit.tokens for unit in accepted))
         queue: asyncio.Queue[object] = asyncio.Queue()
         state.tool_pieces.clear()  # only the accepted attempt's tool calls go out
@@ -182,7 +188,10 @@ class SentenceRewind:
                     accepted.append(item)
                     continue
                 response = "".join(unit.text for unit in accepted) + item.text
-                verdict = await self.judge.ajudge(request.messages, response, partial=not item.last, explain=True)
+                if echo is not None and echo.found(item.text):  # the instruction itself, not an answer
+                    verdict = echo.verdict(broken)
+                else:
+                    verdict = await self.judge.ajudge(request.messages, response, partial=not item.last, explain=True)
                 yield state.verdict(verdict, partial=not item.last)
                 if not verdict.violated:
                     accepted.append(item)
@@ -291,6 +300,34 @@ class SentenceRewind:
                 reason=reason,  # type: ignore[arg-type]
                 strategy=self.name, keep_text=self.policy.audit.include_rejected_text, prefix=prefix,
             )  # fmt: skip
+
+
+class _Echo:
+    """Finds the regeneration instruction repeated in a regenerated unit: a small model told "do not do this:
+    <criterion>" often writes the criterion (or "this response promises ...") into its answer. Any run of
+    ``_ECHO_WORDS`` words of the instruction, case and punctuation aside, counts; such a unit is rejected like
+    a violation of the broken rules and never released."""
+
+    def __init__(self, instruction: str) -> None:
+        words = _words(instruction)
+        self.shingles = {tuple(words[i : i + _ECHO_WORDS]) for i in range(len(words) - _ECHO_WORDS + 1)}
+
+    def found(self, text: str) -> bool:
+        words = _words(text)
+        return any(tuple(words[i : i + _ECHO_WORDS]) in self.shingles for i in range(len(words) - _ECHO_WORDS + 1))
+
+    @staticmethod
+    def verdict(rules: tuple[str, ...]) -> Verdict:
+        return Verdict(1.0, True, rules, dict.fromkeys(rules, 1.0), judge="echo",
+                       rationale="the regenerated text repeats the regeneration instruction")  # fmt: skip
+
+
+#: words in a row shared with the regeneration instruction that make a unit an echo of it
+_ECHO_WORDS = 5
+
+
+def _words(text: str) -> list[str]:
+    return re.findall(r"[^\W_]+", text.lower())
 
 
 def _drain_tokens(queue: asyncio.Queue[object]) -> int:
