@@ -1,9 +1,13 @@
 """Incremental sentence segmentation for sentence-level rewind: text in as it streams, whole units out.
 
-A unit ends after ``.``, ``!``, ``?`` (or ``…``) followed by whitespace, and at a blank line; not after an
-abbreviation ("e.g.", "Dr."), an initial ("J. R."), a decimal ("3.14") or inside a URL; a numbered list item
-("1. ") is not split from its text; a fenced code block (```) is one unit; an unbroken run longer than
-``max_chars`` is cut at the last space before the limit (or at the limit).
+A unit ends after ``.``, ``!``, ``?`` (or ``…``) followed by whitespace; after the sentence enders of scripts
+written without spaces or with their own marks (the ideographic and full-width full stop, exclamation and
+question marks, the Devanagari danda, the Arabic question mark), space or not;
+at a blank line; and before a list item on a new line ("- ", "* ", "• ", "1. ", "2) "), so a list without
+periods is one unit per item. Not after an abbreviation ("e.g.", "Dr."), an initial ("J. R."), a decimal
+("3.14") or inside a URL; a numbered list item ("1. ") is not split from its text; a fenced code block (```)
+is one unit (a block longer than four windows is cut, and the text after its closing fence is prose again);
+an unbroken run longer than ``max_chars`` is cut at the last space before the limit (or at the limit).
 """
 
 from __future__ import annotations
@@ -67,8 +71,14 @@ _ABBREVIATIONS = frozenset(
         "ph.d",
     ]
 )
-_END = re.compile(r"[.!?…]+[\"')\]]*(?=\s)|\n\s*\n")
+_END = re.compile(
+    r"[.!?…]+[\"')\]]*(?=\s)"  # Latin-script enders, before whitespace
+    r"|[\u3002\uff01\uff1f\uff0e\u0964\u061f]+[\u300d\u300f\"')\uff09\]]*\s*"  # CJK, Devanagari, Arabic enders
+    r"|\n\s*\n"  # a blank line
+    r"|\n(?=[ \t]*(?:[-*•]|\d{1,3}[.)])[ \t])"  # a new line that starts a list item
+)
 _FENCE = "```"
+_SPACELESS = "\u3002\uff01\uff1f\uff0e\u0964\u061f"  # enders that need no whitespace after them
 
 
 class SentenceBuffer:
@@ -85,6 +95,7 @@ class SentenceBuffer:
     def __init__(self, max_chars: int = 400) -> None:
         self.max_chars = max_chars
         self._text = ""
+        self._in_code = False  # a long code block was cut before its closing fence
 
     @property
     def pending(self) -> str:
@@ -102,11 +113,20 @@ class SentenceBuffer:
         return units
 
     def flush(self) -> str:
-        rest, self._text = self._text, ""
+        rest, self._text, self._in_code = self._text, "", False
         return rest
 
     def _boundary(self) -> int | None:
         text = self._text
+        if self._in_code:  # inside a cut code block: the next fence closes it
+            closing = text.find(_FENCE)
+            if closing == -1:
+                return None if len(text) < self.max_chars * 4 else self._window_cut(text, self.max_chars * 4)
+            end = text.find("\n", closing + 3)
+            if end == -1:
+                return None
+            self._in_code = False
+            return end + 1
         fence = text.find(_FENCE)
         if fence != -1:
             closing = text.find(_FENCE, fence + 3)
@@ -114,7 +134,10 @@ class SentenceBuffer:
                 cut = self._sentence_end(text[:fence], final=True)
                 return cut if cut is not None else fence
             if closing == -1:
-                return None if len(text) < self.max_chars * 4 else self._window_cut(text, self.max_chars * 4)
+                if len(text) < self.max_chars * 4:
+                    return None
+                self._in_code = True
+                return self._window_cut(text, self.max_chars * 4)
             end = text.find("\n", closing + 3)
             return None if end == -1 else end + 1
         cut = self._sentence_end(text, final=False)
@@ -128,9 +151,13 @@ class SentenceBuffer:
         for match in _END.finditer(text):
             end = match.end()
             if match.group(0).startswith("\n"):
-                return end if text[:end].strip() else None
+                if not text[:end].strip():
+                    continue  # a blank line at the start ends nothing
+                return end
             if self._is_false_stop(text, match.start()):
                 continue
+            if end == len(text) and not final and match.group(0)[0] in _SPACELESS:
+                return None  # a space that belongs to this unit may still arrive
             while end < len(text) and text[end] in " \t\n":
                 end += 1  # the whitespace after a stop belongs to the unit it ends
             return end
