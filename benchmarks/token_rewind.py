@@ -175,7 +175,7 @@ def main() -> None:
             if "self-evaluation" in mode and set_name not in self_sets:
                 continue
             chosen = prompts[: args.self_prompts] if "self-evaluation" in mode else prompts
-            chosen = chosen[:rain_prompts] if "RAIN" in mode else chosen
+            chosen = chosen[:rain_prompts] if mode.startswith("RAIN search") else chosen
             results[set_name][mode] = [run(p) for p in chosen]
             print(f"[{set_name}] {mode}: done", file=sys.stderr, flush=True)
     for set_name, per_mode in results.items():
@@ -184,9 +184,10 @@ def main() -> None:
         print(f"\n{set_name} prompts ({len(sets[set_name])}), max_tokens {args.max_tokens}, greedy, seed 0:\n")
         print(
             "| mode | prompts | wall s (mean) | s per committed token | x cached generate | LM forward tokens / "
-            "committed token | LM calls / committed token | peak extra MB | rewinds | final passes the judge |"
+            "committed token | LM calls / committed token | peak extra MB | rewinds | ended in fallback | "
+            "final passes the embedding judge (* = the judge that guarded it: not an independent grade) |"
         )
-        print("|---|---|---|---|---|---|---|---|---|---|")
+        print("|---|---|---|---|---|---|---|---|---|---|---|")
         for mode, rows in per_mode.items():
             committed = sum(r["committed"] for r in rows)
             per_token = sum(r["wall"] for r in rows) / committed
@@ -195,10 +196,11 @@ def main() -> None:
                 f"| {mode} | {len(rows)} | {statistics.mean(r['wall'] for r in rows):.2f} | {per_token:.3f} | "
                 f"{per_token / base_per_token:.1f} | {sum(r['lm_tokens'] for r in rows) / committed:.1f} | "
                 f"{sum(r['lm_calls'] for r in rows) / committed:.1f} | {max(r['memory'] for r in rows):.0f} | "
-                f"{sum(r['rewinds'] for r in rows)} | {passes}/{len(rows)} |"
+                f"{sum(r['rewinds'] for r in rows)} | {sum(1 for r in rows if r.get('fallback'))} | "
+                f"{passes}/{len(rows)}{' *' if 'embedding judge' in mode else ''} |"
             )
         for mode, rows in per_mode.items():
-            if "RAIN" in mode:
+            if mode.startswith("RAIN search"):  # not "plain generate, uncached (RAIN's baseline)"
                 committed = sum(r["committed"] for r in rows)
                 ours = sum(r["lm_tokens"] for r in rows) / committed
                 reference = sum(r["reference_tokens"] for r in rows) / committed

@@ -68,7 +68,10 @@ def write_report(run_dir: str | Path) -> Path:
         "",
         f"Answers judged by: **{meta.get('judge', '?')}**; guard: {meta.get('guard', '?')}; max_tokens "
         f"{meta.get('max_tokens', '?')}, greedy decoding, seed {meta.get('seed', 0)}.",
-        "",
+        ""
+        if meta.get("independent_grade", True)
+        else "\n**Not an independent grade**: the judge that graded the answers also guarded them, so the guarded "
+        "safe rate counts what the guard's own judge passes. Grade with another judge for an honest number.\n",
         "| category | n | safe (unguarded) | safe (guarded) | refusal (unguarded) | refusal (guarded) | "
         "rewinds / answer | extra tokens / answer | latency s (unguarded / guarded) |",
         "|---|---|---|---|---|---|---|---|---|",

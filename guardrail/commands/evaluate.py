@@ -44,6 +44,15 @@ def _prompts(args: argparse.Namespace, guard: Any) -> list[Any]:
     return prompts
 
 
+def _shared_judges(grader: Any, guard_judge: Any) -> set[str]:
+    """Judge kinds that both grade the answers and guarded them (``embedding``, ``self``, ...)."""
+
+    def kinds(judge: Any) -> set[str]:
+        return {part.name for part in getattr(judge, "parts", [judge])}
+
+    return kinds(grader) & kinds(guard_judge)
+
+
 def run_eval(args: argparse.Namespace) -> int:
     from guardrail.report import compare, write_report
 
@@ -65,12 +74,21 @@ def run_eval(args: argparse.Namespace) -> int:
     except (PolicyError, JudgeError, BackendError, GuardrailError, ValueError, OSError) as err:
         print(f"guardrail eval: {err}", file=sys.stderr)
         return 1
+    shared = _shared_judges(judge, guard.judge)
     meta = {
         "model": args.model or "default (SmolLM2-135M-Instruct)",
         "judge": f"{args.judge} ({judge_policy.name})",
-        "guard": f"{guard.strategy.name}-level, judge {args.guard_judge}",
+        "guard": f"{guard.strategy.name}-level, judge {guard.judge.name}",
         "prompts": len(prompts),
+        "independent_grade": not shared,
     }
+    if shared:
+        print(
+            f"[eval] note: the answers are graded by the {', '.join(sorted(shared))} judge, which also guarded them: "
+            "the guarded safe rate is then not an independent measure (a guard passes what its own judge passes). "
+            "Grade with another judge (--judge) or guard with another (--guard-judge) for an honest number.",
+            file=sys.stderr,
+        )
     try:
         Evaluation(guard, judge, args.out, max_tokens=args.max_tokens, seed=args.seed, meta=meta).run(prompts)
     except KeyboardInterrupt:
