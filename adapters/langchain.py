@@ -188,7 +188,7 @@ def _backend(model: Any) -> StreamingBackend:
 
 
 async def _dispatch(event: Event, config: RunnableConfig | None) -> None:
-    if event.type in {"verdict", "rewind", "fallback"}:
+    if event.type in {"verdict", "rewind", "fallback", "terminated"}:
         await adispatch_custom_event(f"guardrail_{event.type}", event.to_dict(), config=config)
 
 

@@ -6,9 +6,10 @@
 
 Query engines, chat engines and agents keep working, guarded: only verified text is returned or streamed.
 The guard's verdicts, rewinds and fallbacks are instrumentation events (``GuardrailVerdictEvent``,
-``GuardrailRewindEvent``, ``GuardrailFallbackEvent``) under the span of the call, also when fired while a
-stream is consumed. A function-calling inner LLM gets ``GuardedFunctionCallingLLM`` (``guard_llm`` picks),
-whose tool calls come back merged, with their arguments judged by the policy's ``tool_arguments`` rules.
+``GuardrailRewindEvent``, ``GuardrailFallbackEvent``, ``GuardrailTerminatedEvent``) under the span of the
+call, also when fired while a stream is consumed. A function-calling inner LLM gets
+``GuardedFunctionCallingLLM`` (``guard_llm`` picks), whose tool calls come back merged, with their arguments
+judged by the policy's ``tool_arguments`` rules.
 An inner ``HuggingFaceLLM`` (llama-index-llms-huggingface) is reached underneath for token-level rewind;
 nothing here needs that package.
 """
@@ -60,6 +61,7 @@ __all__ = [
     "GuardedLLM",
     "GuardrailFallbackEvent",
     "GuardrailRewindEvent",
+    "GuardrailTerminatedEvent",
     "GuardrailVerdictEvent",
     "LlamaIndexBackend",
     "LocalEmbedding",
@@ -99,10 +101,21 @@ class GuardrailFallbackEvent(BaseEvent):
         return "GuardrailFallbackEvent"
 
 
+class GuardrailTerminatedEvent(BaseEvent):
+    """A streamed answer was cut short after part of it went out (a UI can collapse or replace it)."""
+
+    data: dict[str, Any] = Field(default_factory=dict)
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "GuardrailTerminatedEvent"
+
+
 _EVENTS: dict[str, type[BaseEvent]] = {
     "verdict": GuardrailVerdictEvent,
     "rewind": GuardrailRewindEvent,
     "fallback": GuardrailFallbackEvent,
+    "terminated": GuardrailTerminatedEvent,
 }
 
 

@@ -23,7 +23,15 @@ from guardrail.errors import (
     PolicyError,
     PolicyIssue,
 )
-from guardrail.events import FallbackEvent, FinalEvent, GuardResult, RewindEvent, TextEvent, VerdictEvent
+from guardrail.events import (
+    FallbackEvent,
+    FinalEvent,
+    GuardResult,
+    RewindEvent,
+    TerminatedEvent,
+    TextEvent,
+    VerdictEvent,
+)
 from guardrail.guard import Guard
 from guardrail.judges import Judge, Verdict, build_judge
 from guardrail.policy import Policy, Rule, builtin_policy_names, load_policy, parse_policy
@@ -56,6 +64,7 @@ __all__ = [
     "RewindEvent",
     "Rule",
     "StreamingBackend",
+    "TerminatedEvent",
     "TextEvent",
     "ToolCall",
     "Verdict",

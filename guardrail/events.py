@@ -20,6 +20,7 @@ __all__ = [
     "FinalEvent",
     "GuardResult",
     "RewindEvent",
+    "TerminatedEvent",
     "TextEvent",
     "VerdictEvent",
     "text_hash",
@@ -103,6 +104,23 @@ class FallbackEvent:
 
 
 @dataclass(frozen=True)
+class TerminatedEvent:
+    """A streamed answer was cut short after part of it was released: the ladder ended in a refusal (or the
+    deadline passed). ``released_chars`` of verified text went out before it; a UI can collapse or replace
+    that partial answer. The closing text (``closing``) follows as a ``TextEvent``."""
+
+    rules: tuple[str, ...]
+    released_chars: int
+    closing: str
+    reason: Literal["violation", "deadline"] = "violation"
+    type: Literal["terminated"] = "terminated"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"type": self.type, "rules": list(self.rules), "released_chars": self.released_chars,
+                "closing": self.closing, "reason": self.reason}  # fmt: skip
+
+
+@dataclass(frozen=True)
 class GuardResult:
     """The outcome of one guarded generation, with the full trace of verdicts and rewinds."""
 
@@ -119,6 +137,7 @@ class GuardResult:
     request_id: str = ""
     usage: Mapping[str, int] = field(default_factory=dict)
     tool_calls: tuple[ToolCall, ...] = ()  # whole calls, arguments judged (guardrail.tool_calls)
+    terminated: TerminatedEvent | None = None  # a streamed answer cut short after released text
 
     @property
     def flagged(self) -> bool:
@@ -146,6 +165,7 @@ class GuardResult:
             "rules": sorted({rule for r in self.rewinds for rule in r.rules}),
             "fallback": self.fallback.action if self.fallback else None,
             "tool_calls": len(self.tool_calls),
+            "terminated": self.terminated is not None,
             "extra_tokens": self.extra_tokens,
             "latency_s": round(self.latency_s, 3),
         }
@@ -173,4 +193,4 @@ class FinalEvent:
         return {"type": self.type, **self.result.to_dict()}
 
 
-Event = TextEvent | VerdictEvent | RewindEvent | FallbackEvent | FinalEvent
+Event = TextEvent | VerdictEvent | RewindEvent | FallbackEvent | TerminatedEvent | FinalEvent

@@ -20,7 +20,7 @@ from guardrail.actions import Budget, Decision, decide
 from guardrail.audit import AuditSink
 from guardrail.backends.base import GenerationParams, Message, StreamingBackend
 from guardrail.errors import GuardrailError, GuardrailViolation
-from guardrail.events import Event, FallbackEvent, FinalEvent, GuardResult, TextEvent
+from guardrail.events import Event, FallbackEvent, FinalEvent, GuardResult, TerminatedEvent, TextEvent
 from guardrail.judges.base import Judge
 from guardrail.policy import Policy, load_policy
 from guardrail.policy.schema import DEFAULT_REFUSAL, suggest
@@ -170,6 +170,7 @@ class Guard:
         state = RunState(Budget(self.policy))
         texts: list[str] = []
         fallback: FallbackEvent | None = None
+        terminated: TerminatedEvent | None = None
         blocked = await self._check_input(request, state)
         source: AsyncIterator[Event]
         if blocked is not None and blocked.action in {"refuse", "raise"}:
@@ -195,8 +196,12 @@ class Guard:
                     if event.action == "raise":
                         raise GuardrailViolation(event.message, rules=event.rules, score=_last_score(state))
                     text = event.message
-                    if request.streaming and texts and text:
-                        text = ("" if texts[-1].endswith((" ", "\n")) else " ") + text
+                    if request.streaming and "".join(texts).strip() and text:
+                        # text went out already: close it coherently and say so, so a UI can collapse it
+                        text = closing(texts, text)
+                        terminated = TerminatedEvent(event.rules, sum(map(len, texts)), text, event.reason)
+                        self._record(terminated, request)
+                        yield terminated
                     if not request.streaming:
                         texts.clear()
                     texts.append(text)
@@ -223,6 +228,7 @@ class Guard:
             request_id=request.request_id,
             usage=dict(state.usage),
             tool_calls=tuple(state.tool_calls),
+            terminated=terminated,
         )
         final = FinalEvent(result)
         self._record(final, request)
@@ -279,6 +285,19 @@ async def _until(
             yield event
     finally:
         await source.aclose()  # type: ignore[attr-defined]
+
+
+#: how a sentence can end (a released text that ends otherwise was cut mid-sentence)
+_SENTENCE_END = (".", "!", "?", "…", ":", ";", '"', "'", ")", "\u3002", "\uff01", "\uff1f", "\u0964", "\u061f")
+
+
+def closing(released: Sequence[str], message: str) -> str:
+    """The text that ends a stream cut short after ``released``: a sentence cut in the middle gets an ellipsis,
+    then the policy's message as a paragraph of its own (never an apology glued to half a sentence)."""
+    said = "".join(released).rstrip(" \t")
+    newlines = len(said) - len(said.rstrip("\n"))  # a line or paragraph already ended
+    cut = "" if newlines or said.endswith(_SENTENCE_END) else "…"
+    return cut + "\n" * max(0, 2 - newlines) + message.strip()
 
 
 async def _stopping(source: AsyncIterator[Event], stops: tuple[str, ...]) -> AsyncIterator[Event]:

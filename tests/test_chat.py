@@ -34,7 +34,8 @@ def test_one_shot_shows_verdicts_rewinds_and_fallback(upstream: FaultServer, tmp
     url = upstream.url("ok", uuid.uuid4().hex[:8])  # "... Grass is green." every time
     result = chat("--model", url, "--model-name", "m", "--policy", str(policy), "--judge", "pattern", "colors?")
     assert result.returncode == 0, result.stderr
-    assert result.stdout == "The sky is blue. Water is wet. No green.\n"
+    assert result.stdout == "The sky is blue. Water is wet. \n\nNo green.\n"  # the refusal closes what went out
+    assert f"[terminated] after {len('The sky is blue. Water is wet. ')} released chars" in result.stderr
     assert "[verdict] unit 2: VIOLATION score=1.00 rules=no-green" in result.stderr
     assert "[rewind] rule no-green" in result.stderr and "[fallback] refuse" in result.stderr
     assert "[done] sentence-level" in result.stderr and "green." not in result.stderr.split("[rewind]")[1]

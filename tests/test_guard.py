@@ -12,7 +12,15 @@ import pytest
 
 from guardrail import GuardrailViolation, parse_policy
 from guardrail.errors import BackendError, GuardrailError
-from guardrail.events import FallbackEvent, FinalEvent, RewindEvent, TextEvent, VerdictEvent, text_hash
+from guardrail.events import (
+    FallbackEvent,
+    FinalEvent,
+    RewindEvent,
+    TerminatedEvent,
+    TextEvent,
+    VerdictEvent,
+    text_hash,
+)
 from guardrail.guard import Guard
 from guardrail.rewind.sentence import CONTINUE_INSTRUCTION
 from tests.fakes import ScriptedBackend
@@ -81,8 +89,30 @@ def test_budget_spent_ends_in_refusal() -> None:
 def test_stream_keeps_verified_prefix_then_refusal() -> None:
     backend = ScriptedBackend(["Fine start. BAD end."])
     events = list(Guard(policy(), backend).stream("hi"))
-    assert texts(events) == "Fine start. I can't help with that."
+    # the refusal closes the released text as a paragraph of its own, announced by a terminated event
+    assert texts(events) == "Fine start. \n\nI can't help with that."
     assert any(isinstance(e, FallbackEvent) and e.action == "refuse" for e in events)
+    terminated = [e for e in events if isinstance(e, TerminatedEvent)]
+    assert len(terminated) == 1 and terminated[0].released_chars == len("Fine start. ")
+    assert terminated[0].rules == ("no-bad",) and terminated[0].closing == "\n\nI can't help with that."
+    final = events[-1]
+    assert isinstance(final, FinalEvent) and final.result.terminated == terminated[0]
+    assert final.result.summary()["terminated"] is True
+    # nothing released yet: the refusal is the whole answer, nothing was cut short
+    events = list(Guard(policy(), ScriptedBackend(["BAD start."])).stream("hi"))
+    assert texts(events) == "I can't help with that." and not any(isinstance(e, TerminatedEvent) for e in events)
+    result = Guard(policy(), ScriptedBackend(["Fine start. BAD end."])).invoke("hi")
+    assert result.text == "I can't help with that." and result.terminated is None  # nothing was streamed
+
+
+def test_the_close_never_glues_an_apology_to_half_a_sentence() -> None:
+    from guardrail.guard import closing
+
+    assert closing(["Sure, here is how you"], "Sorry.") == "…\n\nSorry."
+    assert closing(["Done. "], "Sorry.") == "\n\nSorry."
+    assert closing(["- item one\n"], "Sorry.") == "\nSorry."
+    assert closing(["Para.\n\n"], "Sorry.") == "Sorry."
+    assert closing(["天空是蓝色的。"], "Sorry.") == "\n\nSorry."
 
 
 def test_raise_surfaces_after_verified_text() -> None:

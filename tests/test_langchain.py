@@ -307,3 +307,14 @@ def test_a_regeneration_samples_anew_on_a_model_that_takes_temperature_and_seed(
     assert inner.seen[1]["temperature"] == POLICY.rewind.temperature > 0 and inner.seen[1]["seed"] == 1
     plain = GuardedChatModel(model=scripted("Good one. BAD two.", "Fine two."), policy=POLICY)
     assert plain.invoke("hi").content == "Good one. Fine two."  # a model without those fields gets none
+
+
+async def test_a_stream_cut_short_says_so_in_events_and_the_final_chunk() -> None:
+    model = GuardedChatModel(model=scripted("Good one. BAD two.", "BAD again.", "BAD still."), policy=POLICY)
+    events = [e async for e in model.astream_events("hi", version="v2")]
+    chunks = [e["data"]["chunk"] for e in events if e["event"] == "on_chat_model_stream"]
+    text = "".join(str(c.content) for c in chunks)
+    assert text == "Good one. \n\nNope." and "BAD" not in str(events)
+    terminated = [e for e in events if e["event"] == "on_custom_event" and e["name"] == "guardrail_terminated"]
+    assert len(terminated) == 1 and terminated[0]["data"]["released_chars"] == len("Good one. ")
+    assert chunks[-1].response_metadata["guardrail"]["terminated"] is True

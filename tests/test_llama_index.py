@@ -259,3 +259,11 @@ def test_a_regeneration_samples_anew_on_an_openai_like_llm() -> None:
     assert "Water" not in str(reply.message.content)
     assert len(bodies) >= 2 and "seed" not in bodies[0]  # the first draft: the LLM's own settings
     assert bodies[1]["seed"] == 1 and bodies[1]["temperature"] == policy.rewind.temperature
+
+
+def test_a_stream_cut_short_fires_a_terminated_event(recorder: Recorder) -> None:
+    llm = GuardedLLM(llm=Scripted(replies=["Good one. BAD two.", "BAD again.", "BAD still.", "BAD."]), policy=POLICY)
+    text = "".join(r.delta or "" for r in llm.stream_chat([ChatMessage(role="user", content="hi")]))
+    assert text.startswith("Good one. ") and text.endswith("\n\nNope.") and "BAD" not in text
+    names = [type(e).__name__ for e in recorder.events]
+    assert names.count("GuardrailTerminatedEvent") == 1

@@ -29,6 +29,7 @@ def test_top_level_exports() -> None:
             "OpenAIBackend",
             "RewindEvent",
             "StreamingBackend",
+            "TerminatedEvent",
             "TextEvent",
             "Verdict",
             "VerdictEvent",

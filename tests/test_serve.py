@@ -68,9 +68,10 @@ def test_violation_is_refused_and_never_streamed(upstream: FaultServer) -> None:
         stream = client.chat.completions.create(model="m", messages=[{"role": "user", "content": "x"}], stream=True)
         chunks = list(stream)
         text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
-        assert "green" not in text and text.endswith("Refused.")
+        assert "green" not in text and text.endswith("\n\nRefused.")  # a paragraph of its own, not glued on
         assert chunks[-1].choices[0].finish_reason == "content_filter"
         assert (chunks[-1].model_extra or {})["guardrail"]["rules"] == ["no-green"]
+        assert (chunks[-1].model_extra or {})["guardrail"]["terminated"] is True  # released text was cut short
 
 
 def test_langchain_chat_openai_as_client(upstream: FaultServer) -> None:

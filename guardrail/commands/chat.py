@@ -14,7 +14,15 @@ import sys
 from typing import IO, Any
 
 from guardrail.errors import BackendError, GuardrailError, GuardrailViolation, JudgeError, PolicyError
-from guardrail.events import Event, FallbackEvent, FinalEvent, RewindEvent, TextEvent, VerdictEvent
+from guardrail.events import (
+    Event,
+    FallbackEvent,
+    FinalEvent,
+    RewindEvent,
+    TerminatedEvent,
+    TextEvent,
+    VerdictEvent,
+)
 
 __all__ = ["add_parsers", "build_guard", "describe"]
 
@@ -71,6 +79,8 @@ def describe(event: Event) -> str | None:
         )
     if isinstance(event, FallbackEvent):
         return f"[fallback] {event.action} ({event.scope}, rules {','.join(event.rules) or '-'})"
+    if isinstance(event, TerminatedEvent):
+        return f"[terminated] after {event.released_chars} released chars ({event.reason}): the answer is cut short"
     return None
 
 
@@ -87,7 +97,7 @@ def _summary(event: FinalEvent) -> str:
 def _color(line: str, stream: IO[str]) -> str:
     if not stream.isatty():
         return line
-    color = _RED if "VIOLATION" in line or line.startswith(("[rewind]", "[fallback]")) else _DIM
+    color = _RED if "VIOLATION" in line or line.startswith(("[rewind]", "[fallback]", "[terminated]")) else _DIM
     color = _GREEN if line.startswith("[done]") else color
     return f"{color}{line}{_RESET}"
 
