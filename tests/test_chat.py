@@ -30,7 +30,10 @@ def chat(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[st
 
 def test_one_shot_shows_verdicts_rewinds_and_fallback(upstream: FaultServer, tmp_path: Path) -> None:
     policy = tmp_path / "green.yaml"
-    policy.write_text(GREEN + "actions: [{action: rewind, max_attempts: 1}, {action: refuse, message: No green.}]\n")
+    policy.write_text(
+        GREEN + "actions: [{action: rewind, max_attempts: 1}, {action: refuse, message: No green.}]\n"
+        "rewind: {release_lag: 0}\n"  # each sentence out as soon as it passes: the refusal cuts the answer short
+    )
     url = upstream.url("ok", uuid.uuid4().hex[:8])  # "... Grass is green." every time
     result = chat("--model", url, "--model-name", "m", "--policy", str(policy), "--judge", "pattern", "colors?")
     assert result.returncode == 0, result.stderr

@@ -36,6 +36,9 @@ rewind: {max_failures_per_position: 5}
 """
 
 
+LAG0 = NO_BAD.replace("{max_failures_per_position: 5}", "{max_failures_per_position: 5, release_lag: 0}")
+
+
 def policy(extra: str = "") -> Any:
     return parse_policy(NO_BAD + extra)
 
@@ -88,7 +91,7 @@ def test_budget_spent_ends_in_refusal() -> None:
 
 def test_stream_keeps_verified_prefix_then_refusal() -> None:
     backend = ScriptedBackend(["Fine start. BAD end."])
-    events = list(Guard(policy(), backend).stream("hi"))
+    events = list(Guard(parse_policy(LAG0), backend).stream("hi"))
     # the refusal closes the released text as a paragraph of its own, announced by a terminated event
     assert texts(events) == "Fine start. \n\nI can't help with that."
     assert any(isinstance(e, FallbackEvent) and e.action == "refuse" for e in events)
@@ -99,7 +102,7 @@ def test_stream_keeps_verified_prefix_then_refusal() -> None:
     assert isinstance(final, FinalEvent) and final.result.terminated == terminated[0]
     assert final.result.summary()["terminated"] is True
     # nothing released yet: the refusal is the whole answer, nothing was cut short
-    events = list(Guard(policy(), ScriptedBackend(["BAD start."])).stream("hi"))
+    events = list(Guard(parse_policy(LAG0), ScriptedBackend(["BAD start."])).stream("hi"))
     assert texts(events) == "I can't help with that." and not any(isinstance(e, TerminatedEvent) for e in events)
     result = Guard(policy(), ScriptedBackend(["Fine start. BAD end."])).invoke("hi")
     assert result.text == "I can't help with that." and result.terminated is None  # nothing was streamed
@@ -116,7 +119,7 @@ def test_the_close_never_glues_an_apology_to_half_a_sentence() -> None:
 
 
 def test_raise_surfaces_after_verified_text() -> None:
-    pol = parse_policy(NO_BAD + "actions: [{action: rewind, max_attempts: 1}, {action: raise, message: nope}]\n")
+    pol = parse_policy(LAG0 + "actions: [{action: rewind, max_attempts: 1}, {action: raise, message: nope}]\n")
     backend = ScriptedBackend(["Fine start. BAD end."])
     seen: list[Any] = []
     with pytest.raises(GuardrailViolation, match="nope") as info:
@@ -151,10 +154,30 @@ def test_steps_back_a_sentence_after_repeated_failures() -> None:
 
 
 def test_streaming_never_steps_back_over_released_text() -> None:
-    pol = parse_policy(NO_BAD.replace("max_failures_per_position: 5", "max_failures_per_position: 1"))
+    pol = parse_policy(NO_BAD.replace("max_failures_per_position: 5", "max_failures_per_position: 1, release_lag: 0"))
     backend = ScriptedBackend(["One. BAD.", "Two."])
     events = list(Guard(pol, backend).stream("hi"))
     assert texts(events) == "One. Two."
+
+
+def test_release_lag_holds_an_opening_back_until_the_next_sentence_passes() -> None:
+    # "Sure, here is how." passes alone; the next sentence does not: with the default lag of one unit the
+    # opening was never shown, so the guard steps back past it (streaming included) and no refusal is needed
+    pol = parse_policy(NO_BAD.replace("max_failures_per_position: 5", "max_failures_per_position: 1"))
+    backend = ScriptedBackend(["Sure, here is how. BAD step one.", "I would rather not. Here is a safe tip."])
+    events = list(Guard(pol, backend).stream("hi"))
+    assert texts(events) == "I would rather not. Here is a safe tip."
+    assert "Sure, here is how." not in texts(events) and not any(isinstance(e, TerminatedEvent) for e in events)
+    rewinds = [e for e in events if isinstance(e, RewindEvent)]
+    assert [r.back_to_unit for r in rewinds] == [0]  # back past the held opening
+    # with no lag, the opening went out at once and the answer has to continue from it
+    lag0 = parse_policy(NO_BAD.replace("max_failures_per_position: 5", "max_failures_per_position: 1, release_lag: 0"))
+    backend = ScriptedBackend(["Sure, here is how. BAD step one.", "Step one, safely."])
+    assert texts(list(Guard(lag0, backend).stream("hi"))).startswith("Sure, here is how. ")
+    # every accepted unit goes out by the end, in order, exactly once
+    backend = ScriptedBackend(["One. Two. Three."])
+    events = list(Guard(policy(), backend).stream("hi"))
+    assert [e.text for e in events if isinstance(e, TextEvent)] == ["One. ", "Two. ", "Three."]
 
 
 def test_backend_failure_mid_stream_regenerates_from_accepted_text() -> None:

@@ -310,7 +310,8 @@ def test_a_regeneration_samples_anew_on_a_model_that_takes_temperature_and_seed(
 
 
 async def test_a_stream_cut_short_says_so_in_events_and_the_final_chunk() -> None:
-    model = GuardedChatModel(model=scripted("Good one. BAD two.", "BAD again.", "BAD still."), policy=POLICY)
+    lag0 = POLICY.model_copy(update={"rewind": POLICY.rewind.model_copy(update={"release_lag": 0})})
+    model = GuardedChatModel(model=scripted("Good one. BAD two.", "BAD again.", "BAD still."), policy=lag0)
     events = [e async for e in model.astream_events("hi", version="v2")]
     chunks = [e["data"]["chunk"] for e in events if e["event"] == "on_chat_model_stream"]
     text = "".join(str(c.content) for c in chunks)

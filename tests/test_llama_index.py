@@ -262,7 +262,8 @@ def test_a_regeneration_samples_anew_on_an_openai_like_llm() -> None:
 
 
 def test_a_stream_cut_short_fires_a_terminated_event(recorder: Recorder) -> None:
-    llm = GuardedLLM(llm=Scripted(replies=["Good one. BAD two.", "BAD again.", "BAD still.", "BAD."]), policy=POLICY)
+    lag0 = POLICY.model_copy(update={"rewind": POLICY.rewind.model_copy(update={"release_lag": 0})})
+    llm = GuardedLLM(llm=Scripted(replies=["Good one. BAD two.", "BAD again.", "BAD still.", "BAD."]), policy=lag0)
     text = "".join(r.delta or "" for r in llm.stream_chat([ChatMessage(role="user", content="hi")]))
     assert text.startswith("Good one. ") and text.endswith("\n\nNope.") and "BAD" not in text
     names = [type(e).__name__ for e in recorder.events]

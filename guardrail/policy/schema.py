@@ -326,6 +326,14 @@ class RewindSettings(StrictModel):
         4, ge=1, le=64, description="Token mode (verify): candidate chunks sampled in one batch at a rewind."
     )
     max_window_chars: int = Field(400, ge=20, description="Sentence mode: an unbroken run is cut here.")
+    release_lag: int = Field(
+        1,
+        ge=0,
+        le=8,
+        description="Sentence mode, streaming: accepted units held back until this many more pass, so a "
+        "violation found in the next sentence can still rewind past them (a harmless-looking opening of a "
+        "harmful answer is never shown). 0: release each unit as soon as it passes.",
+    )
     temperature: float = Field(0.8, ge=0, le=2, description="Sampling temperature of regenerations.")
     rain: RainSettings = Field(default_factory=RainSettings)
 

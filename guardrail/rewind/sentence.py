@@ -118,6 +118,17 @@ class SentenceRewind:
             params = replace(params, temperature=max(temperature, self.policy.rewind.temperature), seed=seed)
         return params
 
+    @staticmethod
+    def _release(request: Request, accepted: list[_Unit], released: list[int], lag: int) -> list[TextEvent]:
+        """Streaming: the accepted units not yet released, except the last ``lag`` (held so that a violation in
+        the next sentence can still rewind past them). ``released[0]`` is the floor for stepping back."""
+        if not request.streaming:
+            return []
+        upto = max(released[0], len(accepted) - lag)
+        events = [TextEvent(unit.text) for unit in accepted[released[0] : upto] if unit.text]
+        released[0] = upto
+        return events
+
     # ------------------------------------------------------------------------------------------ one attempt
 
     async def _produce(self, messages: list[Message], params: GenerationParams, queue: asyncio.Queue[object]) -> None:
@@ -196,9 +207,8 @@ class SentenceRewind:
                 if not verdict.violated:
                     accepted.append(item)
                     state.budget.progress()
-                    if request.streaming:
-                        released[0] = len(accepted)
-                        yield TextEvent(item.text)
+                    for event in self._release(request, accepted, released, self.policy.rewind.release_lag):
+                        yield event
                     continue
                 decision = decide(self.policy, verdict, state.budget)
                 if decision.action == "rewind":
@@ -209,9 +219,8 @@ class SentenceRewind:
                         item.text = redact(item.text, verdict, decision.message, offset=len(response) - len(item.text))
                     accepted.append(item)
                     yield FallbackEvent(decision.action, decision.rules, decision.message)
-                    if request.streaming:
-                        released[0] = len(accepted)
-                        yield TextEvent(item.text)
+                    for event in self._release(request, accepted, released, self.policy.rewind.release_lag):
+                        yield event
                     continue
                 yield _Outcome("terminal", item, verdict, decision, wasted_tokens=_drain_tokens(queue))
                 return
@@ -263,6 +272,8 @@ class SentenceRewind:
             if outcome.kind == "done":
                 if not request.streaming:
                     yield TextEvent("".join(unit.text for unit in accepted))
+                for event in self._release(request, accepted, released, 0):  # the units held back
+                    yield event
                 return
             if outcome.kind == "terminal":
                 assert outcome.decision is not None and outcome.unit is not None
@@ -271,6 +282,9 @@ class SentenceRewind:
                 state.budget.extra_tokens += outcome.unit.tokens + outcome.wasted_tokens
                 if not request.streaming and outcome.decision.action not in {"refuse", "raise"}:
                     yield TextEvent("".join(unit.text for unit in accepted))
+                if outcome.decision.action not in {"refuse", "raise"}:  # held units go out; a refusal drops them
+                    for event in self._release(request, accepted, released, 0):
+                        yield event
                 yield FallbackEvent(outcome.decision.action, outcome.decision.rules, outcome.decision.message)  # type: ignore[arg-type]
                 return
             position = len(accepted)
