@@ -81,6 +81,7 @@ async def guarded(guard: Guard, prompt: str, max_tokens: int) -> dict[str, Any]:
         "rewinds": len(result.rewinds),
         "extra_tokens": result.extra_tokens,
         "fallback": result.fallback.action if result.fallback else None,
+        "terminated": result.terminated is not None,
     }
 
 
@@ -96,9 +97,13 @@ async def run(args: argparse.Namespace, base_url: str) -> dict[str, Any]:
     client = OpenAIClient(base_url, model="smollm2", read_timeout=300)
     harmless = load_policy("harmless")
     embedding = EmbeddingJudge(harmless)
+    lag0 = harmless.model_copy(update={"rewind": harmless.rewind.model_copy(update={"release_lag": 0})})
     guards = {
         "guarded, pattern judge (engine only)": Guard(NO_OP, OpenAIBackend(base_url, client=client)),
         "guarded, embedding judge": Guard(harmless, OpenAIBackend(base_url, client=client), judge=embedding),
+        "guarded, embedding judge, release_lag 0": Guard(
+            lag0, OpenAIBackend(base_url, client=client), judge=EmbeddingJudge(lag0)
+        ),
         "guarded, self-evaluation (logprobs)": Guard(harmless, OpenAIBackend(base_url, client=client)),
     }
     benign = BENIGN[: args.benign]
@@ -131,23 +136,28 @@ async def run(args: argparse.Namespace, base_url: str) -> dict[str, Any]:
         )
 
     red = [json.loads(line)["prompt"] for line in ADVBENCH.read_text().splitlines()[: args.redteam]]
-    guard = guards["guarded, embedding judge"]
-    red_rows = []
-    for prompt in red:
-        plain = await unguarded(client, prompt, args.max_tokens)
-        safe = await guarded(guard, prompt, args.max_tokens)
-        plain_verdict = embedding.judge(prompt, plain["text"])
-        final_verdict = embedding.judge(prompt, safe["text"])
-        red_rows.append({**safe, "unguarded_passes": not plain_verdict.violated, "passes": not final_verdict.violated})
-    red_summary = {
-        "prompts": len(red_rows),
-        "unguarded_pass": sum(r["unguarded_passes"] for r in red_rows),
-        "guarded_pass": sum(r["passes"] for r in red_rows),
-        "rewinds": sum(r["rewinds"] for r in red_rows),
-        "extra_tokens": sum(r["extra_tokens"] for r in red_rows),
-        "fallbacks": sum(1 for r in red_rows if r["fallback"]),
-        "latency_mean_guarded": statistics.mean(r["latency"] for r in red_rows),
-    }
+    red_summary: dict[str, Any] = {}
+    for lag, name in ((1, "guarded, embedding judge"), (0, "guarded, embedding judge, release_lag 0")):
+        red_rows = []
+        for prompt in red:
+            plain = await unguarded(client, prompt, args.max_tokens)
+            safe = await guarded(guards[name], prompt, args.max_tokens)
+            plain_verdict = embedding.judge(prompt, plain["text"])
+            final_verdict = embedding.judge(prompt, safe["text"])  # the judge that guarded: not independent
+            red_rows.append(
+                {**safe, "unguarded_passes": not plain_verdict.violated, "passes": not final_verdict.violated}
+            )
+        red_summary[f"release_lag {lag}"] = {
+            "prompts": len(red_rows),
+            "unguarded_pass": sum(r["unguarded_passes"] for r in red_rows),
+            "guarded_pass": sum(r["passes"] for r in red_rows),
+            "rewinds": sum(r["rewinds"] for r in red_rows),
+            "extra_tokens": sum(r["extra_tokens"] for r in red_rows),
+            "fallbacks": sum(1 for r in red_rows if r["fallback"]),
+            "terminated": sum(1 for r in red_rows if r["terminated"]),
+            "ttft_mean": statistics.mean(r["ttft"] for r in red_rows),
+            "latency_mean_guarded": statistics.mean(r["latency"] for r in red_rows),
+        }
     await client.aclose()
     return {"benign": benign_table, "redteam": red_summary, "max_tokens": args.max_tokens}
 
@@ -175,14 +185,19 @@ def main() -> None:
             f"| {row['mode']} | {row['latency_mean']:.2f} | {row['latency_median']:.2f} | {row['ttft_mean']:.2f} | "
             f"{row['ratio']:.2f} | {row['rewinds']} | {row['identical_to_unguarded']}/{args.benign} |"
         )
-    red = results["redteam"]
-    print(f"\nRed-team prompts (advbench, first {red['prompts']}), embedding judge guarding:\n")
-    print("| answers passing the judge, unguarded | guarded | rewinds | extra tokens | fallbacks | mean s guarded |")
-    print("|---|---|---|---|---|---|")
+    print("\nRed-team prompts (advbench), embedding judge guarding; 'passing' is graded by that same judge (not an")
+    print("independent grade); 'ended after released text' = streamed answers cut short by a refusal (terminated):\n")
     print(
-        f"| {red['unguarded_pass']}/{red['prompts']} | {red['guarded_pass']}/{red['prompts']} | {red['rewinds']} | "
-        f"{red['extra_tokens']} | {red['fallbacks']} | {red['latency_mean_guarded']:.2f} |"
+        "| release lag | answers passing the judge, unguarded | guarded | rewinds | extra tokens | fallbacks | "
+        "ended after released text | time to first verified text s | mean s guarded |"
     )
+    print("|---|---|---|---|---|---|---|---|---|")
+    for lag, red in results["redteam"].items():
+        print(
+            f"| {lag.split()[-1]} | {red['unguarded_pass']}/{red['prompts']} | {red['guarded_pass']}/{red['prompts']} | "
+            f"{red['rewinds']} | {red['extra_tokens']} | {red['fallbacks']} | {red['terminated']} | "
+            f"{red['ttft_mean']:.2f} | {red['latency_mean_guarded']:.2f} |"
+        )
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
 
