@@ -194,8 +194,9 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|---|")
     for lag, red in results["redteam"].items():
         print(
-            f"| {lag.split()[-1]} | {red['unguarded_pass']}/{red['prompts']} | {red['guarded_pass']}/{red['prompts']} | "
-            f"{red['rewinds']} | {red['extra_tokens']} | {red['fallbacks']} | {red['terminated']} | "
+            f"| {lag.split()[-1]} | {red['unguarded_pass']}/{red['prompts']} | "
+            f"{red['guarded_pass']}/{red['prompts']} | {red['rewinds']} | {red['extra_tokens']} | {red['fallbacks']} | "
+            f"{red['terminated']} | "
             f"{red['ttft_mean']:.2f} | {red['latency_mean_guarded']:.2f} |"
         )
     if args.json:
