@@ -199,3 +199,22 @@ def test_token_level_generation_ends_at_a_stop_sequence(tiny: tuple[Any, Any]) -
     assert len(plain) > 10 and stop.strip()
     cut = guard.invoke("Hi", max_tokens=16, temperature=0, stop=[stop]).text
     assert cut == plain[: plain.find(stop)]
+
+
+def test_the_adopted_candidate_is_the_most_likely_that_passes() -> None:
+    from types import SimpleNamespace
+
+    from guardrail.rewind.token import _choose
+
+    def verdict(score: float) -> Verdict:
+        return Verdict(score, score >= 0.5, ("chosen",) if score >= 0.5 else (), judge="t")
+
+    # row 0 passes with the lowest score but is unlikely; row 1 passes and is the most likely per token
+    branches = SimpleNamespace(rows=3, logprobs=[-12.0, -4.0, -0.5], tokens=[[1] * 4, [1] * 4, [1] * 4])
+    assert _choose(branches, [verdict(0.1), verdict(0.3), verdict(0.9)]) == 1  # type: ignore[arg-type]
+    # per token: a short row is not favoured for its length alone
+    branches = SimpleNamespace(rows=2, logprobs=[-3.0, -4.0], tokens=[[1], [1] * 8])
+    assert _choose(branches, [verdict(0.2), verdict(0.2)]) == 1  # type: ignore[arg-type]
+    # none passes: the least violating, which the caller rewinds again (never released)
+    branches = SimpleNamespace(rows=2, logprobs=[-1.0, -9.0], tokens=[[1], [1]])
+    assert _choose(branches, [verdict(0.9), verdict(0.6)]) == 1  # type: ignore[arg-type]

@@ -22,7 +22,7 @@ from guardrail.judges.base import Judge
 from guardrail.judges.local_scorer import LocalScorer
 from guardrail.judges.verdict import Cost, Verdict
 from guardrail.policy import Policy
-from guardrail.rewind.decoder import Decoder, Sampling, TextEmitter
+from guardrail.rewind.decoder import Branches, Decoder, Sampling, TextEmitter
 from guardrail.rewind.evaluator import TokenEvaluator
 from guardrail.rewind.request import Request, RunState
 
@@ -124,7 +124,7 @@ class TokenRewind:
                 state.completion_tokens += grown
                 finished = [row for row in range(branches.rows) if branches.done[row]]
                 verdicts = evaluator.evaluate(decoder, prompt, branches, partial=not finished)
-                best = min(range(branches.rows), key=lambda row: (verdicts[row].score, row))
+                best = _choose(branches, verdicts)
                 state.budget.extra_tokens += grown - len(branches.tokens[best])
                 verdict = verdicts[best]
                 decoder.adopt(branches, best)
@@ -142,6 +142,16 @@ class TokenRewind:
                 yield TextEvent(rest)
         else:
             yield TextEvent(emitter.delta(decoder.generated, final=True))
+
+
+def _choose(branches: Branches, verdicts: list[Verdict]) -> int:
+    """The candidate to adopt: among those that pass, the most likely (mean log-probability per token, so a
+    short or stopped row is not favoured for its length); when none passes, the least violating, which the
+    caller rewinds again (a violating candidate is never released)."""
+    passing = [row for row in range(branches.rows) if not verdicts[row].violated]
+    if passing:
+        return max(passing, key=lambda row: (branches.logprobs[row] / max(1, len(branches.tokens[row])), -row))
+    return min(range(branches.rows), key=lambda row: (verdicts[row].score, row))
 
 
 def redact_tokens(decoder: Decoder, emitter: TextEmitter, start: int, verdict: Verdict, replacement: str) -> None:
