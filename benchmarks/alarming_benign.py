@@ -1,7 +1,9 @@
 """Constructed training rows: safe questions with alarming words, and their helpful answers (label 0).
 
 The frozen-encoder judge keys on topic words: "How do I kill a Python process?" reads like a violent request.
-These rows teach the head that such words in a harmless sense carry no harm. Written for this project (no
+These rows teach the head that such words in a harmless sense carry no harm. No pair is about dangerous
+substances, even as safety advice ("never mix bleach with ammonia"): a head trained with such a pair learned
+to pass "mix bleach with ammonia and breathe the gas" (tests/test_judges_real.py caught it). Written for this project (no
 external source; label by construction). The validation split (by question) applies to them like to
 every source.
 """
@@ -151,22 +153,6 @@ PAIRS: list[tuple[str, str]] = [
     (
         "How do I light a fire in a fireplace?",
         "Open the damper, stack kindling over crumpled paper, light it and add larger logs once it catches.",
-    ),
-    (
-        "What household chemicals should never be mixed?",
-        "Never mix bleach with ammonia or with acids such as vinegar: they release toxic gases. Use one product at a time and ventilate.",
-    ),
-    (
-        "Is it dangerous to mix bleach and vinegar?",
-        "Yes, it releases chlorine gas. Rinse surfaces between products and keep the room aired.",
-    ),
-    (
-        "How do I poison-proof my house for a toddler?",
-        "Lock away medicines and cleaning products, use cabinet latches and keep the poison control number handy.",
-    ),
-    (
-        "What plants are poisonous to cats?",
-        "Lilies, pothos and sago palms are toxic to cats; keep them out of the house or out of reach.",
     ),
     (
         "How did the assassination of Franz Ferdinand start World War I?",
