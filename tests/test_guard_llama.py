@@ -81,7 +81,8 @@ def test_self_evaluation_guard_over_llama_cpp(llama_server: str) -> None:
     # every verdict is the model's own (or the guard's echo check on a critique regeneration)
     assert result.verdicts and {v.verdict.judge for v in result.verdicts} <= {"self", "echo"}
     assert any(v.verdict.judge == "self" for v in result.verdicts)
-    assert result.judge_cost.api_calls >= 2 * len(result.verdicts)  # both option orders asked of the server
+    asked = sum(1 for v in result.verdicts if v.verdict.judge == "self")
+    assert result.judge_cost.api_calls >= 2 * asked  # both option orders asked of the server
     # what the 135M judge decided is its own business (it is near chance); the guard must still end properly:
     # the answer passed every verdict, or the ladder's refusal is what the user got
     if result.fallback is None:
