@@ -102,5 +102,4 @@ def warn_fallback(result: Calibration, owner: str) -> None:
         "embedding judge. Set judge='self' to insist, judge.calibration: error to fail instead, or name a "
         "separate judge model under judges:."
     )
-    logger.warning(message)
-    warnings.warn(message, CalibrationWarning, stacklevel=4)
+    warnings.warn(message, CalibrationWarning, stacklevel=4)  # once: a logged copy printed it twice
