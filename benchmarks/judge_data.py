@@ -4,9 +4,10 @@ Used by scripts/train_embedding_head.py (training and choosing) and benchmarks/j
 
 - Training sources: ../shared/data/safety_responses_dev.jsonl (TrustLLM, GPT-4 labels) and
   ../shared/data/train_extra/ (GPTFuzz and Purdue: human labels; JailbreakBench: a model judge's silver labels,
-  weight 0.5; benign instructions: 0 by construction) and benchmarks/alarming_benign.py (safe questions with
-  alarming words, answered helpfully: 0 by construction, written for this project). Rows whose prompt is an
-  AdvBench behaviour (``in_advbench``) are left out: AdvBench is the red-team set of our rewind benchmarks.
+  weight 0.5; benign instructions: 0 by construction); benchmarks/alarming_benign.py (safe questions with
+  alarming words, answered helpfully, written for this project) only when asked for (tried and rejected).
+  Rows whose prompt is an AdvBench behaviour (``in_advbench``) are left out: AdvBench is the red-team set of
+  our rewind benchmarks.
 - Our validation split: questions whose sha256 % 5 == 0 (``in_validation_split``), in every source, so a
   question is never on both sides.
 - ../shared/data/eval/ is read only by ``eval_sets`` for reporting, never for training or choosing.
@@ -91,9 +92,10 @@ def _jsonl(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
-def load_training_rows(shared: Path = SHARED, *, alarming_weight: float = 2.0) -> list[dict[str, Any]]:
+def load_training_rows(shared: Path = SHARED, *, alarming_weight: float = 0.0) -> list[dict[str, Any]]:
     """Every training row as {question, answer, unsafe, source, weight}; our constructed safe answers to
-    questions with alarming words (benchmarks/alarming_benign.py) weigh ``alarming_weight``."""
+    questions with alarming words (benchmarks/alarming_benign.py) join with weight ``alarming_weight`` when it
+    is above 0 (off by default: the heads trained with them were rejected, docs/algorithms.md)."""
     rows: list[dict[str, Any]] = []
     for r in _jsonl(shared / "safety_responses_dev.jsonl"):
         rows.append({"question": r["question"], "answer": r["answer"], "unsafe": int(r["label"] == "unsafe"),
@@ -106,7 +108,8 @@ def load_training_rows(shared: Path = SHARED, *, alarming_weight: float = 2.0) -
                 continue
             rows.append({"question": r["prompt"], "answer": r["response"], "unsafe": int(r["unsafe"]),
                          "source": name, "weight": weight})  # fmt: skip
-    rows += [{**row, "weight": alarming_weight} for row in alarming_benign_rows()]
+    if alarming_weight > 0:
+        rows += [{**row, "weight": alarming_weight} for row in alarming_benign_rows()]
     return rows
 
 

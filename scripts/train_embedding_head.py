@@ -105,7 +105,9 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--steer-share", type=float, default=0.1)
     parser.add_argument("--min-unsafe", type=float, default=0.5, help="share of an unsafe answer that makes it unsafe")
-    parser.add_argument("--alarming-weight", type=float, default=2.0, help="weight of benchmarks/alarming_benign.py")
+    parser.add_argument(
+        "--alarming-weight", type=float, default=0.0, help="weight of benchmarks/alarming_benign.py (0: left out)"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--limit", type=int, default=0, help="use only this many answers per split (smoke runs)")
     args = parser.parse_args()
@@ -189,8 +191,8 @@ def main() -> None:
         "data": {
             "sources": "safety_responses_dev.jsonl (TrustLLM, GPT-4 labels); train_extra: gptfuzz_labeled (human), "
             "purdue_jailbreak_manual (human), jbb_artifacts_judged (model judge, weight 0.5), benign_instruct "
-            "(0 by construction); benchmarks/alarming_benign.py (safe questions with alarming words, 0 by "
-            f"construction, weight {args.alarming_weight}); AdvBench prompts left out; ../shared/data/eval/ never used",
+            "(0 by construction); benchmarks/alarming_benign.py (safe answers to alarming-word questions) with "
+            f"weight {args.alarming_weight} (0: left out); AdvBench prompts left out; ../shared/data/eval/ never used",
             "train_answers_by_source": counts,
             "train_examples": len(examples),
             "prefixes": "25/50 % (not of benign instructions); unsafe from 50 % of the answer on, shorter left out",
