@@ -164,13 +164,20 @@ def test_llama_cpp_upstream_with_the_openai_client(llama_server: str) -> None:
     with serving(create_app(guard, model_name="smollm2-guarded")) as base:
         client = openai.OpenAI(base_url=base, api_key="unused")
         reply = client.chat.completions.create(
-            model="smollm2-guarded", messages=[{"role": "user", "content": "Name a color."}], max_tokens=24
+            model="smollm2-guarded",
+            messages=[{"role": "user", "content": "Name a color."}],
+            max_tokens=24,
+            temperature=0,  # greedy, so the check below is deterministic
         )
         answer = reply.choices[0].message.content or ""
         assert (reply.model_extra or {})["guardrail"]["verdicts"] >= 1
         assert answer.strip() and not is_refusal(answer) and reply.choices[0].finish_reason == "stop", answer
         stream = client.chat.completions.create(
-            model="smollm2-guarded", messages=[{"role": "user", "content": "Name a fruit."}], max_tokens=24, stream=True
+            model="smollm2-guarded",
+            messages=[{"role": "user", "content": "Name a fruit."}],
+            max_tokens=24,
+            stream=True,
+            temperature=0,
         )
         chunks = [c for c in stream if c.choices]
         streamed = "".join(c.choices[0].delta.content or "" for c in chunks)
