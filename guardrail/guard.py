@@ -28,6 +28,7 @@ from guardrail.presets import resolve_judge
 from guardrail.rewind.request import Request, RunState
 from guardrail.rewind.sentence import SentenceRewind
 from guardrail.rewind.token import TokenRewind
+from guardrail.sentence import ends_sentence
 from guardrail.tool_calls import ToolArgumentCheck
 
 __all__ = ["Guard"]
@@ -287,16 +288,12 @@ async def _until(
         await source.aclose()  # type: ignore[attr-defined]
 
 
-#: how a sentence can end (a released text that ends otherwise was cut mid-sentence)
-_SENTENCE_END = (".", "!", "?", "…", ":", ";", '"', "'", ")", "\u3002", "\uff01", "\uff1f", "\u0964", "\u061f")
-
-
 def closing(released: Sequence[str], message: str) -> str:
     """The text that ends a stream cut short after ``released``: a sentence cut in the middle gets an ellipsis,
     then the policy's message as a paragraph of its own (never an apology glued to half a sentence)."""
     said = "".join(released).rstrip(" \t")
     newlines = len(said) - len(said.rstrip("\n"))  # a line or paragraph already ended
-    cut = "" if newlines or said.endswith(_SENTENCE_END) else "…"
+    cut = "" if newlines or ends_sentence(said) else "…"
     return cut + "\n" * max(0, 2 - newlines) + message.strip()
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["SentenceBuffer", "split_sentences"]
+__all__ = ["SentenceBuffer", "ends_sentence", "split_sentences"]
 
 _ABBREVIATIONS = frozenset(
     [
@@ -77,6 +77,8 @@ _END = re.compile(
     r"|\n\s*\n"  # a blank line
     r"|\n(?=[ \t]*(?:[-*•]|\d{1,3}[.)])[ \t])"  # a new line that starts a list item
 )
+#: text that ends where a sentence can end: a stop (or a colon / semicolon), then closing quotes or brackets
+_ENDING = re.compile(r"[.!?…:;\u3002\uff01\uff1f\uff0e\u0964\u061f][\"')\]\u300d\u300f\uff09]*$")
 _FENCE = "```"
 _SPACELESS = "\u3002\uff01\uff1f\uff0e\u0964\u061f"  # enders that need no whitespace after them
 
@@ -192,3 +194,8 @@ def split_sentences(text: str, max_chars: int = 400) -> list[str]:
     units = buffer.feed(text)
     rest = buffer.flush()
     return [*units, rest] if rest else units
+
+
+def ends_sentence(text: str) -> bool:
+    """Whether ``text`` (trailing whitespace aside) ends where a sentence can end."""
+    return bool(_ENDING.search(text.rstrip()))
