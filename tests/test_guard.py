@@ -161,9 +161,9 @@ def test_streaming_never_steps_back_over_released_text() -> None:
 
 
 def test_release_lag_holds_an_opening_back_until_the_next_sentence_passes() -> None:
-    # "Sure, here is how." passes alone; the next sentence does not: with the default lag of one unit the
+    # "Sure, here is how." passes alone; the next sentence does not: with a lag of one unit the
     # opening was never shown, so the guard steps back past it (streaming included) and no refusal is needed
-    pol = parse_policy(NO_BAD.replace("max_failures_per_position: 5", "max_failures_per_position: 1"))
+    pol = parse_policy(NO_BAD.replace("max_failures_per_position: 5", "max_failures_per_position: 1, release_lag: 1"))
     backend = ScriptedBackend(["Sure, here is how. BAD step one.", "I would rather not. Here is a safe tip."])
     events = list(Guard(pol, backend).stream("hi"))
     assert texts(events) == "I would rather not. Here is a safe tip."
@@ -176,7 +176,7 @@ def test_release_lag_holds_an_opening_back_until_the_next_sentence_passes() -> N
     assert texts(list(Guard(lag0, backend).stream("hi"))).startswith("Sure, here is how. ")
     # every accepted unit goes out by the end, in order, exactly once
     backend = ScriptedBackend(["One. Two. Three."])
-    events = list(Guard(policy(), backend).stream("hi"))
+    events = list(Guard(pol, backend).stream("hi"))
     assert [e.text for e in events if isinstance(e, TextEvent)] == ["One. ", "Two. ", "Three."]
 
 

@@ -327,12 +327,13 @@ class RewindSettings(StrictModel):
     )
     max_window_chars: int = Field(400, ge=20, description="Sentence mode: an unbroken run is cut here.")
     release_lag: int = Field(
-        1,
+        0,
         ge=0,
         le=8,
         description="Sentence mode, streaming: accepted units held back until this many more pass, so a "
         "violation found in the next sentence can still rewind past them (a harmless-looking opening of a "
-        "harmful answer is never shown). 0: release each unit as soon as it passes.",
+        "harmful answer is not shown). 0 (measured best on red-team prompts, docs/benchmarks.md): release each "
+        "unit as soon as it passes.",
     )
     temperature: float = Field(0.8, ge=0, le=2, description="Sampling temperature of regenerations.")
     rain: RainSettings = Field(default_factory=RainSettings)
