@@ -116,7 +116,7 @@ class LangChainBackend(StreamingBackend):
         self.model = model
         # LangChain's fake chat models replay scripted replies: they cannot judge, and asking them would
         # consume the replies a test scripted for its own calls (the trained judge takes their rules)
-        inner = getattr(model, "bound", model)
+        inner = _innermost(model)
         self.can_self_judge = not type(inner).__module__.startswith("langchain_core.language_models.fake")
 
     def __repr__(self) -> str:
@@ -170,12 +170,16 @@ class LangChainBackend(StreamingBackend):
         return TextScorer(generate, agenerate)
 
 
+def _innermost(model: Any) -> Any:
+    """The chat model under any bindings (``bind``, ``bind_tools``, ``with_config`` wrap it in ``bound``)."""
+    while hasattr(model, "bound"):
+        model = model.bound
+    return model
+
+
 def _fields(model: Any) -> frozenset[str]:
     """The settings a chat model (under any bindings) declares as fields."""
-    inner = model
-    while hasattr(inner, "bound"):
-        inner = inner.bound
-    return frozenset(getattr(type(inner), "model_fields", {}))
+    return frozenset(getattr(type(_innermost(model)), "model_fields", {}))
 
 
 def _backend(model: Any) -> StreamingBackend:

@@ -38,6 +38,11 @@ class ChatDelta:
     usage: dict[str, Any] | None = None
     tool_calls: tuple[dict[str, Any], ...] = ()  # tool-call pieces (OpenAI's delta shape)
 
+    @property
+    def answers(self) -> bool:
+        """Whether this piece carries any of the answer (text, a tool-call piece or the finish reason)."""
+        return bool(self.text or self.finish_reason or self.tool_calls)
+
 
 @dataclass(frozen=True)
 class RetryPolicy:
@@ -242,7 +247,7 @@ class OpenAIClient:
                         for line in response.iter_lines():
                             for delta in self._deltas(line):
                                 started = True
-                                answered = answered or bool(delta.text or delta.finish_reason or delta.tool_calls)
+                                answered = answered or delta.answers
                                 yield delta
                         if not answered:
                             raise self._empty(response)
@@ -269,7 +274,7 @@ class OpenAIClient:
                         async for line in response.aiter_lines():
                             for delta in self._deltas(line):
                                 started = True
-                                answered = answered or bool(delta.text or delta.finish_reason or delta.tool_calls)
+                                answered = answered or delta.answers
                                 yield delta
                         if not answered:
                             raise self._empty(response)

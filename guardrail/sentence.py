@@ -71,16 +71,21 @@ _ABBREVIATIONS = frozenset(
         "ph.d",
     ]
 )
+#: sentence enders of scripts written without spaces or with their own marks (CJK full stop, exclamation and
+#: question marks, full-width full stop, Devanagari danda, Arabic question mark): no whitespace needed after
+_SPACELESS = "\u3002\uff01\uff1f\uff0e\u0964\u061f"
+#: what may close a sentence after its ender: quotes and brackets (ASCII; also CJK corner and full-width ones)
+_ASCII_CLOSERS = "\"')\\]"
+_CLOSERS = _ASCII_CLOSERS + "\u300d\u300f\uff09"
 _END = re.compile(
-    r"[.!?…]+[\"')\]]*(?=\s)"  # Latin-script enders, before whitespace
-    r"|[\u3002\uff01\uff1f\uff0e\u0964\u061f]+[\u300d\u300f\"')\uff09\]]*\s*"  # CJK, Devanagari, Arabic enders
+    rf"[.!?…]+[{_ASCII_CLOSERS}]*(?=\s)"  # Latin-script enders, before whitespace
+    rf"|[{_SPACELESS}]+[{_CLOSERS}]*\s*"  # CJK, Devanagari, Arabic enders
     r"|\n\s*\n"  # a blank line
     r"|\n(?=[ \t]*(?:[-*•]|\d{1,3}[.)])[ \t])"  # a new line that starts a list item
 )
 #: text that ends where a sentence can end: a stop (or a colon / semicolon), then closing quotes or brackets
-_ENDING = re.compile(r"[.!?…:;\u3002\uff01\uff1f\uff0e\u0964\u061f][\"')\]\u300d\u300f\uff09]*$")
+_ENDING = re.compile(rf"[.!?…:;{_SPACELESS}][{_CLOSERS}]*$")
 _FENCE = "```"
-_SPACELESS = "\u3002\uff01\uff1f\uff0e\u0964\u061f"  # enders that need no whitespace after them
 
 
 class SentenceBuffer:
