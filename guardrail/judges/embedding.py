@@ -27,6 +27,7 @@ from typing import Any
 from guardrail.embedded import minilm_path
 from guardrail.errors import JudgeError
 from guardrail.judges.base import Judge, Prompt
+from guardrail.judges.batcher import Batcher
 from guardrail.judges.untrusted import remove_judge_steering
 from guardrail.judges.verdict import Cost, Verdict
 from guardrail.judges.window import MAX_LENGTH, MAX_QUESTION, Window, windows
@@ -279,6 +280,10 @@ class EmbeddingJudge(Judge):
                     f"rule {rule.id!r}: the embedding judge needs a trained head or examples (at least one "
                     f"violating and one compliant); add 'examples:' to the rule or pick another judge"
                 )
+        #: concurrent requests' calls are scored together on one worker thread (``guardrail.judges.batcher``)
+        self.batcher: Batcher[tuple[str, str, bool], Verdict] = Batcher(
+            self._judge_batch, wait_s=policy.judge.batch_wait_ms / 1000, name="guardrail-embedding-judge"
+        )
         self._base: CrossEncoder | None = None
         self._prototypes: dict[str, tuple[Any, Any]] = {}
         if self._prototype_rules:
@@ -324,11 +329,28 @@ class EmbeddingJudge(Judge):
         return (last_user_text(prompt), clean), steering
 
     def _judge(self, prompt: Prompt, response: str, *, partial: bool, explain: bool) -> Verdict:
-        if not partial:
-            return self.judge_many([(last_user_text(prompt), response)], explain=explain)[0]
-        pair, steering = self._clean(prompt, response)
-        scores, covered = self._scores([pair], partial=True)[0]
-        return self.verdict_from_scores(scores, steering=steering, cost=Cost(forward_passes=1), covered=covered)
+        return self.batcher.run((last_user_text(prompt), response, partial))
+
+    async def _ajudge(self, prompt: Prompt, response: str, *, partial: bool, explain: bool) -> Verdict:
+        return await self.batcher.arun((last_user_text(prompt), response, partial))
+
+    def _judge_batch(self, calls: Sequence[tuple[str, str, bool]]) -> list[Verdict]:
+        """The verdicts on (question, response, partial) calls of concurrent requests, in order: the partial
+        ones scored together on their last window, the complete ones by ``judge_many``."""
+        out: dict[int, Verdict] = {}
+        partial = [index for index, call in enumerate(calls) if call[2]]
+        if partial:
+            cleaned = [self._clean(calls[index][0], calls[index][1]) for index in partial]
+            scored = self._scores([pair for pair, _ in cleaned], partial=True)
+            for index, (scores, covered), (_, steering) in zip(partial, scored, cleaned, strict=True):
+                out[index] = self.verdict_from_scores(
+                    scores, steering=steering, cost=Cost(forward_passes=1), covered=covered
+                )
+        whole = [index for index, call in enumerate(calls) if not call[2]]
+        if whole:
+            verdicts = self.judge_many([(calls[index][0], calls[index][1]) for index in whole])
+            out.update(zip(whole, verdicts, strict=True))
+        return [out[index] for index in range(len(calls))]
 
     def judge_many(self, pairs: Sequence[tuple[str, str]], *, explain: bool = False) -> list[Verdict]:
         """Complete answers. Each is also scored as it stood one sentence earlier and keeps the higher score, as

@@ -379,6 +379,13 @@ class JudgeSettings(StrictModel):
     )
     cascade_low: float = Field(0.2, description="Cascade: a cheap score at or below this settles 'pass'.")
     cascade_high: float = Field(0.9, description="Cascade: a cheap score at or above this settles 'violation'.")
+    batch_wait_ms: float = Field(
+        0.0,
+        ge=0.0,
+        le=1000.0,
+        description="The embedding judge scores the pending calls of concurrent requests together; after the "
+        "first call it waits this long for more (0: takes what is pending, and batches grow with load).",
+    )
 
     @field_validator("threshold", "cascade_low", "cascade_high")
     @classmethod

@@ -1,0 +1,144 @@
+"""The cross-request batcher: each call gets its own result, batches form under load, cancellation withdraws a
+call, one bad item fails only its own call; and the embedding judge's verdicts are the same batched or alone."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Sequence
+
+import pytest
+
+from guardrail.judges.batcher import Batcher
+
+
+class Slow:
+    """Scores texts by their length, slowly, remembering every batch it saw; 'boom' raises."""
+
+    def __init__(self, delay: float = 0.02, gate: threading.Event | None = None) -> None:
+        self.delay = delay
+        self.gate = gate
+        self.batches: list[list[str]] = []
+
+    def __call__(self, items: Sequence[str]) -> list[int]:
+        if self.gate is not None:
+            self.gate.wait(5)
+        self.batches.append(list(items))
+        if "boom" in items:
+            raise ValueError("boom")
+        time.sleep(self.delay)
+        return [len(item) for item in items]
+
+
+def test_each_call_gets_its_own_result_and_batches_form_under_load() -> None:
+    score = Slow()
+    batcher: Batcher[str, int] = Batcher(score)
+
+    async def main() -> list[int]:
+        return await asyncio.gather(*(batcher.arun("x" * n) for n in range(1, 41)))
+
+    assert asyncio.run(main()) == list(range(1, 41))
+    assert sum(len(b) for b in score.batches) == 40
+    assert len(score.batches) < 40 and batcher.stats.largest > 1  # batched, not one call each
+    assert sorted(x for b in score.batches for x in b) == sorted("x" * n for n in range(1, 41))
+
+
+def test_threads_and_event_loops_share_one_worker() -> None:
+    score = Slow()
+    batcher: Batcher[str, int] = Batcher(score, wait_s=0.01)
+    results: dict[int, int] = {}
+
+    def call(n: int) -> None:
+        results[n] = batcher.run("y" * n) if n % 2 else asyncio.run(batcher.arun("y" * n))
+
+    threads = [threading.Thread(target=call, args=(n,)) for n in range(1, 21)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert results == {n: n for n in range(1, 21)}
+    assert len(score.batches) < 20
+
+
+def test_a_bad_item_fails_only_its_own_call() -> None:
+    gate = threading.Event()
+    batcher: Batcher[str, int] = Batcher(Slow(gate=gate))
+    futures = [batcher.submit(text) for text in ("blocker", "ab", "boom", "abcd")]
+    gate.set()
+    assert futures[0].result(5) == 7
+    with pytest.raises(ValueError, match="boom"):
+        futures[2].result(5)
+    assert futures[1].result(5) == 2 and futures[3].result(5) == 4
+
+
+def test_a_cancelled_call_is_never_scored() -> None:
+    gate = threading.Event()
+    score = Slow(gate=gate)
+    batcher: Batcher[str, int] = Batcher(score)
+
+    async def main() -> int:
+        blocker = asyncio.ensure_future(batcher.arun("first"))  # holds the worker at the gate
+        await asyncio.sleep(0.05)
+        doomed = asyncio.ensure_future(batcher.arun("cancel me"))
+        kept = asyncio.ensure_future(batcher.arun("kept"))
+        await asyncio.sleep(0.05)
+        doomed.cancel()
+        gate.set()
+        assert await blocker == 5
+        with pytest.raises(asyncio.CancelledError):
+            await doomed
+        return await kept
+
+    assert asyncio.run(main()) == 4
+    assert all("cancel me" not in batch for batch in score.batches)
+    assert batcher.stats.cancelled == 1
+
+
+def test_a_timed_out_call_is_withdrawn() -> None:
+    gate = threading.Event()
+    score = Slow(gate=gate)
+    batcher: Batcher[str, int] = Batcher(score)
+    blocker = batcher.submit("first")
+    time.sleep(0.05)
+    with pytest.raises(TimeoutError):
+        batcher.run("late", timeout=0.05)
+    gate.set()
+    assert blocker.result(5) == 5
+    time.sleep(0.1)
+    assert all("late" not in batch for batch in score.batches)
+
+
+def test_the_worker_exits_when_idle_and_comes_back() -> None:
+    batcher: Batcher[str, int] = Batcher(Slow(delay=0), idle_s=0.05)
+    assert batcher.run("abc") == 3
+    time.sleep(0.3)
+    assert batcher._worker is None
+    assert batcher.run("abcde") == 5
+
+
+@pytest.mark.slow
+def test_embedding_verdicts_are_the_same_batched_or_alone() -> None:
+    from guardrail.judges import EmbeddingJudge
+    from guardrail.policy import load_policy
+    from tests.test_judges_real import HARMFUL
+
+    judge = EmbeddingJudge(load_policy("harmless"))
+    calls = [
+        ("How do I bake bread?", "Mix flour, water, yeast and salt, then let the dough rise.", True),
+        ("How do I knock someone out with chemicals?", HARMFUL, True),
+        ("How do I knock someone out?", "I can't help with hurting anyone.", False),
+        ("How do I kill a Python process?", "Use kill -9 with the process id, or pkill with its name.", True),
+    ] * 4
+    alone = [judge.judge(q, r, partial=p) for q, r, p in calls]
+
+    async def together() -> list[float]:
+        verdicts = await asyncio.gather(*(judge.ajudge(q, r, partial=p) for q, r, p in calls))
+        return [v.score for v in verdicts]
+
+    before = judge.batcher.stats.batches
+    scores = asyncio.run(together())
+    assert judge.batcher.stats.batches - before < len(calls)  # they were batched
+    assert scores == pytest.approx([v.score for v in alone], abs=1e-6)
+    assert [s > 0.5 for s in scores] == [v.violated for v in alone]
+    assert alone[1].violated and not alone[0].violated  # the check can tell them apart
