@@ -12,6 +12,8 @@ Base URL ``http://127.0.0.1:PORT/<fault>/<key>/v1``; ``key`` separates counters 
     stall         sends the headers and one chunk, then nothing for 60 s
     echo          replies "Echo: <the last user message>. Done."
     slow          streams REPLY a word every 100 ms; ``completed`` / ``aborted`` count how streams ended
+    replay        streams ``replies[last user message]`` piece by piece, ``piece_delay`` seconds apart (a
+                  server that generates many answers at once at a fixed pace, e.g. vLLM, for load tests)
     leak          500 whose body echoes the Authorization header, an internal URL and a file path
     nonsse        200 with a JSON body (not a stream) to a streaming request
     empty         200 stream with no chunk before [DONE]
@@ -36,6 +38,9 @@ class FaultServer:
         self.requests: list[dict[str, Any]] = []
         self.completed: dict[str, int] = defaultdict(int)
         self.aborted: dict[str, int] = defaultdict(int)
+        #: ``replay``: the pieces to stream for a last user message, and the pause between pieces
+        self.replies: dict[str, list[str]] = {}
+        self.piece_delay = 0.01
         self.loop = asyncio.new_event_loop()
         self.port = 0
         self._server: asyncio.base_events.Server | None = None
@@ -129,7 +134,12 @@ class FaultServer:
             return self._plain(writer, 200, json.dumps(reply).encode())
         writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n")
         words = text.split(" ")
-        for index, word in enumerate(words):
+        pieces = [word + (" " if index < len(words) - 1 else "") for index, word in enumerate(words)]
+        if name == "replay":
+            users = [m.get("content", "") for m in body.get("messages", []) if m.get("role") == "user"]
+            pieces = self.replies.get(users[-1] if users else "", pieces)
+        delay = {"slow": 0.1, "replay": self.piece_delay}.get(name, 0.002)
+        for index, text in enumerate(pieces):
             if writer.transport.is_closing():
                 self.aborted[counter] += 1
                 return False
@@ -144,7 +154,6 @@ class FaultServer:
                 await writer.drain()
                 await asyncio.sleep(60)
                 return False
-            text = word + (" " if index < len(words) - 1 else "")
             delta = {"choices": [{"index": 0, "delta": {"content": text}, "finish_reason": None}]}
             self._chunk(writer, f"data: {json.dumps(delta)}\n\n".encode())
             try:
@@ -152,7 +161,7 @@ class FaultServer:
             except ConnectionError:
                 self.aborted[counter] += 1
                 return False
-            await asyncio.sleep(0.1 if name == "slow" else 0.002)
+            await asyncio.sleep(delay)
         done = {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
         self._chunk(writer, f"data: {json.dumps(done)}\n\ndata: [DONE]\n\n".encode())
         writer.write(b"0\r\n\r\n")
