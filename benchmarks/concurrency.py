@@ -185,8 +185,8 @@ def table(results: list[dict[str, Any]]) -> str:
     base = {(r["upstream"], r["streams"]): r for r in results if r["mode"] == "unguarded"}
     lines = [
         "| upstream | streams | mode | answers/s | tokens/s | x unguarded throughput | TTFT p50 s | TTFT p95 s "
-        "| end-to-end p95 s | CPU/answer s | guard CPU/answer s | judge calls | mean batch |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| end-to-end p95 s | CPU/answer s | guard CPU/answer s | judge calls | mean batch | fallbacks |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         plain = base[(r["upstream"], r["streams"])]
@@ -195,7 +195,7 @@ def table(results: list[dict[str, Any]]) -> str:
             f"| {r['upstream']} | {r['streams']} | {r['mode']} | {r['answers_per_s']:.2f} | {r['tokens_per_s']:.0f} | "
             f"{r['answers_per_s'] / plain['answers_per_s']:.2f} | {r['ttft_p50']:.2f} | {r['ttft_p95']:.2f} | "
             f"{r['latency_p95']:.2f} | {r['cpu_per_answer_s']:.3f} | {guard_cpu} | {r['judge_calls']} | "
-            f"{r['mean_batch']:.1f} |"
+            f"{r['mean_batch']:.1f} | {r['fallbacks']} |"
         )
     return "\n".join(lines)
 
@@ -205,8 +205,12 @@ def main() -> None:
     parser.add_argument("--levels", type=lambda s: [int(x) for x in s.split(",")], default=[1, 10, 50, 100])
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--json", type=Path)
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--table", type=Path, help="print the table of results written by --json, and exit")
     args = parser.parse_args()
+    if args.table:
+        print(table(json.loads(args.table.read_text(encoding="utf-8"))))
+        return
     if args.quick:
         args.levels, args.max_tokens = [1, 10], min(args.max_tokens, 32)
     results = run(args)

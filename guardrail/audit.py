@@ -100,6 +100,15 @@ class AuditSink:
                 data["text_hmac"] = self.digest(str(data.pop("text", "")))
         self._write(mask_secrets(json.dumps(data, ensure_ascii=False)) + "\n")
 
+    @property
+    def key(self) -> bytes:
+        """The deployment key the HMACs are made with (hand it to workers whose records join this file)."""
+        return self._key
+
+    def write_line(self, line: str) -> None:
+        """Append a record another sink made under the same key (a worker's, ``guardrail.ray_engine``)."""
+        self._write(mask_secrets(line.rstrip("\n")) + "\n")
+
     def _write(self, line: str) -> None:
         payload = line.encode("utf-8", "surrogatepass")
         with self._lock:

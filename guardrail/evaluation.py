@@ -14,7 +14,7 @@ import re
 import sys
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -26,7 +26,12 @@ from guardrail.guard import Guard
 from guardrail.judges.base import Judge
 from guardrail.testset import EvalPrompt
 
-__all__ = ["Evaluation", "is_refusal", "load_results", "plain_answer", "summarize"]
+__all__ = ["AUDIT_FIELD", "Engine", "Evaluation", "is_refusal", "load_results", "plain_answer", "summarize"]
+
+#: a record's audit lines made by a worker elsewhere (``guardrail.ray_engine``), written to the run's audit file
+AUDIT_FIELD = "_audit"
+#: answers pending (prompt, mode) pairs, as finished records, in any order (``Evaluation.answer`` per pair)
+Engine = Callable[[Sequence[tuple[EvalPrompt, str]]], Iterable[dict[str, Any]]]
 
 _Q = "['\u2019]"  # straight or curly apostrophe
 _REFUSAL = re.compile(
@@ -119,7 +124,8 @@ class Evaluation:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(self.meta, indent=2) + "\n", encoding="utf-8")
 
-    def _answer(self, item: EvalPrompt, mode: str) -> dict[str, Any]:
+    def answer(self, item: EvalPrompt, mode: str) -> dict[str, Any]:
+        """One prompt in one mode (``unguarded`` or ``guarded``), answered and judged: a results line."""
         started = time.perf_counter()
         record: dict[str, Any] = {"id": item.id, "mode": mode, "prompt": item.prompt, "category": item.category,
                                   "source": item.source, "variant_of": item.variant_of}  # fmt: skip
@@ -140,20 +146,33 @@ class Evaluation:
         )  # fmt: skip
         return record
 
-    def run(self, prompts: Sequence[EvalPrompt], *, progress: IO[str] | None = None) -> Path:
-        """Run (or resume) the evaluation; returns the run folder."""
+    def pending(self, prompts: Sequence[EvalPrompt]) -> list[tuple[EvalPrompt, str]]:
+        """The (prompt, mode) pairs not yet in the run's results (the run folder checked and readied)."""
         self._check_meta()
         done = {(row["id"], row["mode"]) for row in load_results(self.run_dir)}
-        todo = [(item, mode) for item in prompts for mode in MODES if (item.id, mode) not in done]
-        bar = _Progress(len(todo), progress or sys.stderr, time.monotonic())
-        if len(done):
-            bar.stream.write(f"[eval] resuming: {len(done)} answers already judged, {len(todo)} to go\n")
         _drop_partial_line(self.run_dir / "results.jsonl")
+        return [(item, mode) for item in prompts for mode in MODES if (item.id, mode) not in done]
+
+    def run(
+        self, prompts: Sequence[EvalPrompt], *, progress: IO[str] | None = None, engine: Engine | None = None
+    ) -> Path:
+        """Run (or resume) the evaluation; returns the run folder. ``engine`` answers the pending pairs elsewhere
+        (e.g. ``RayEngine``); by default they are answered here, one by one."""
+        todo = self.pending(prompts)
+        bar = _Progress(len(todo), progress or sys.stderr, time.monotonic())
+        already = sum(len(MODES) for _ in prompts) - len(todo)
+        if already:
+            bar.stream.write(f"[eval] resuming: {already} answers already judged, {len(todo)} to go\n")
+        records = (self.answer(item, mode) for item, mode in todo) if engine is None else engine(todo)
         with (self.run_dir / "results.jsonl").open("a", encoding="utf-8") as out:
-            for item, mode in todo:
-                out.write(json.dumps(self._answer(item, mode), ensure_ascii=False) + "\n")
+            for record in records:
+                lines = record.pop(AUDIT_FIELD, None) or []
+                if lines and self.guard.audit is not None:
+                    for line in lines:  # audited before the result line that counts the answer as done
+                        self.guard.audit.write_line(line)
+                out.write(json.dumps(record, ensure_ascii=False) + "\n")
                 out.flush()
-                bar.tick(mode)
+                bar.tick(str(record["mode"]))
         bar.stream.write("\n")
         return self.run_dir
 

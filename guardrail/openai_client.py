@@ -152,6 +152,14 @@ class OpenAIClient:
             await client.aclose()
         self._async.clear()
 
+    async def aready(self, timeout: float = 2.0) -> str | None:
+        """None when the server answers ``GET /models`` with 200 within ``timeout`` seconds, else why not."""
+        try:
+            response = await self._aclient().get(self._url("models"), timeout=timeout)
+        except httpx.HTTPError as err:
+            return f"upstream unreachable ({type(err).__name__})"
+        return None if response.status_code == 200 else f"upstream answered {response.status_code}"
+
     def _payload(self, messages: Sequence[Message], stream: bool, params: Mapping[str, Any]) -> dict[str, Any]:
         payload: dict[str, Any] = {"messages": list(messages), "stream": stream, **params}
         if self.model and "model" not in payload:

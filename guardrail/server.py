@@ -12,6 +12,7 @@ that disconnects, streaming or not, cancels its work. Needs the ``serve`` extra 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import json
 import logging
@@ -280,13 +281,33 @@ def create_app(
         raise GuardrailError("guardrail serve needs the serve extra: pip install 'guardrail-rewind[serve]'") from None
     handler = _Handler(guard, model_name, api_keys, limits or ServerLimits())
 
+    draining = asyncio.Event()
+
     async def health(_: Any) -> Any:
+        """Liveness: the process answers (nothing else is checked)."""
         return JSONResponse({"status": "ok", "policy": guard.policy.name})
 
-    return Starlette(
+    async def ready(_: Any) -> Any:
+        """Readiness: the guard is built (policy, judges loaded), the upstream answers, and the server is not
+        shutting down; a load balancer sends traffic only while this is 200."""
+        reason = "shutting down" if draining.is_set() else await guard.backend.aready()
+        if reason is not None:
+            return JSONResponse({"status": "not ready", "reason": reason}, status_code=503)
+        return JSONResponse({"status": "ready", "policy": guard.policy.name})
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: Any) -> AsyncIterator[None]:
+        yield
+        draining.set()
+
+    app = Starlette(
         routes=[
             Route("/v1/models", handler.models, methods=["GET"]),
             Route("/v1/chat/completions", handler.completions, methods=["POST"]),
             Route("/health", health, methods=["GET"]),
-        ]
+            Route("/ready", ready, methods=["GET"]),
+        ],
+        lifespan=lifespan,
     )
+    app.state.draining = draining  # set by ``guardrail serve`` when a shutdown signal arrives
+    return app

@@ -77,5 +77,9 @@ class StreamingBackend(ABC):
         """The scorer with which this model judges itself (None: it cannot)."""
         return None
 
+    async def aready(self) -> str | None:
+        """None when the backend can answer now (a server's readiness probe), else the reason it cannot."""
+        return None
+
     async def aclose(self) -> None:  # noqa: B027 - optional hook, nothing to release by default
         """Release connections."""

@@ -84,6 +84,9 @@ class OpenAIBackend(StreamingBackend):
     def self_scorer(self) -> OptionScorer:
         return LogprobScorer(self.client)
 
+    async def aready(self) -> str | None:
+        return await self.client.aready()
+
     async def aclose(self) -> None:
         await self.client.aclose()
         self.client.close()

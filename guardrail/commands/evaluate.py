@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +54,43 @@ def _shared_judges(grader: Any, guard_judge: Any) -> set[str]:
     return kinds(grader) & kinds(guard_judge)
 
 
+def _graders(args: argparse.Namespace, guard: Any) -> tuple[Any, Any]:
+    """The judge that grades every answer, and the policy it grades against."""
+    from guardrail.judges import build_judge, needs_scorer
+    from guardrail.policy import load_policy
+
+    judge_policy = load_policy(args.judge_policy)
+    scorer = guard.backend.self_scorer() if needs_scorer(judge_policy, args.judge) else None
+    return build_judge(judge_policy, scorer=scorer, override=args.judge), judge_policy
+
+
+def _worker_evaluation(args: argparse.Namespace, audit: Path, key: bytes | None) -> Any:
+    """A Ray actor's Evaluation: the same guard and grader as the driver's, auditing to the actor's own file."""
+    import copy
+
+    from guardrail.audit import AuditSink
+    from guardrail.evaluation import Evaluation
+
+    own = copy.copy(args)
+    own.audit = AuditSink(audit, key=key)
+    guard = build_guard(own, judge_kind=args.guard_judge, audit_texts=True)
+    judge, _ = _graders(args, guard)
+    return Evaluation(guard, judge, Path(tempfile.mkdtemp(prefix="guardrail-eval-")), max_tokens=args.max_tokens,
+                      seed=args.seed)  # fmt: skip
+
+
+def _engine(args: argparse.Namespace, guard: Any) -> Any:
+    if args.engine == "local":
+        return None
+    import functools
+
+    from guardrail.ray_engine import RayEngine
+
+    key = guard.audit.key if guard.audit is not None else None
+    return RayEngine(functools.partial(_worker_evaluation, args), workers=args.workers, address=args.ray_address,
+                     key=key)  # fmt: skip
+
+
 def run_eval(args: argparse.Namespace) -> int:
     from guardrail.report import compare, write_report
 
@@ -61,16 +99,13 @@ def run_eval(args: argparse.Namespace) -> int:
         return 0
     try:
         from guardrail.evaluation import Evaluation
-        from guardrail.judges import build_judge, needs_scorer
-        from guardrail.policy import load_policy
 
         args.audit = str(Path(args.out) / "audit.jsonl")
         Path(args.out).mkdir(parents=True, exist_ok=True)
         guard = build_guard(args, judge_kind=args.guard_judge, audit_texts=True)  # texts kept for `export`
-        judge_policy = load_policy(args.judge_policy)
-        scorer = guard.backend.self_scorer() if needs_scorer(judge_policy, args.judge) else None
-        judge = build_judge(judge_policy, scorer=scorer, override=args.judge)
+        judge, judge_policy = _graders(args, guard)
         prompts = _prompts(args, guard)
+        engine = _engine(args, guard)
     except (PolicyError, JudgeError, BackendError, GuardrailError, ValueError, OSError) as err:
         print(f"guardrail eval: {err}", file=sys.stderr)
         return 1
@@ -90,7 +125,8 @@ def run_eval(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     try:
-        Evaluation(guard, judge, args.out, max_tokens=args.max_tokens, seed=args.seed, meta=meta).run(prompts)
+        evaluation = Evaluation(guard, judge, args.out, max_tokens=args.max_tokens, seed=args.seed, meta=meta)
+        evaluation.run(prompts, engine=engine)
     except KeyboardInterrupt:
         print(f"\n[eval] interrupted; run the same command again to resume from {args.out}", file=sys.stderr)
         raise  # the CLI leaves at once (exit 130)
@@ -151,6 +187,14 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     ev.add_argument("--limit", type=int, help="first N prompts")
     ev.add_argument("--seed", type=int, default=0)
     ev.add_argument("--out", default="eval-run", help="run folder (reuse it to resume; default: eval-run)")
+    ev.add_argument(
+        "--engine",
+        choices=["local", "ray"],
+        default="local",
+        help="local: answer here, one by one (default); ray: on Ray Data actors (pip install 'guardrail-rewind[ray]')",
+    )
+    ev.add_argument("--workers", type=int, default=2, help="--engine ray: actors, each with its own guard")
+    ev.add_argument("--ray-address", help="--engine ray: an existing cluster (e.g. ray://head:10001); default local")
     ev.add_argument("--compare", nargs="+", metavar="RUN", help="put finished runs side by side and exit")
     ev.set_defaults(run=run_eval, max_tokens=96)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from typing import Any
 
 from guardrail.commands.chat import add_model_arguments, build_guard
 from guardrail.errors import BackendError, GuardrailError, JudgeError, PolicyError
@@ -60,7 +61,15 @@ def run_serve(args: argparse.Namespace) -> int:
     auth = f"{len(keys)} client API key(s)" if keys else "no client API keys"
     print(f"[guardrail] serving {guard!r} as {name!r} on http://{args.host}:{args.port}/v1 ({auth})", file=sys.stderr)
     # SIGTERM / Ctrl-C: open requests get a few seconds, then they are cancelled (their upstream work with them)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", timeout_graceful_shutdown=args.grace)
+    config = uvicorn.Config(app, host=args.host, port=args.port, log_level="warning",
+                            timeout_graceful_shutdown=args.grace)  # fmt: skip
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            app.state.draining.set()  # /ready answers 503 from now on
+            super().handle_exit(sig, frame)
+
+    Server(config).run()
     return 0
 
 
