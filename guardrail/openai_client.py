@@ -153,9 +153,13 @@ class OpenAIClient:
         self._async.clear()
 
     async def aready(self, timeout: float = 2.0) -> str | None:
-        """None when the server answers ``GET /models`` with 200 within ``timeout`` seconds, else why not."""
+        """None when the server can take requests: it answers ``GET /models`` with 200, or accepts the connection
+        but is too busy to answer within ``timeout`` seconds (a saturated server is still up; marking every replica
+        unready then would take the whole service down). Else why not: no connection, or an error status."""
         try:
             response = await self._aclient().get(self._url("models"), timeout=timeout)
+        except (httpx.ReadTimeout, httpx.PoolTimeout):
+            return None
         except httpx.HTTPError as err:
             return f"upstream unreachable ({type(err).__name__})"
         return None if response.status_code == 200 else f"upstream answered {response.status_code}"

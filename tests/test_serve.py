@@ -189,3 +189,22 @@ def _embedding() -> object:
     from guardrail.policy import load_policy
 
     return EmbeddingJudge(load_policy("harmless"))
+
+
+def test_readiness_follows_the_upstream_and_health_does_not(upstream: FaultServer) -> None:
+    app, _ = app_for(upstream, "ok")
+    with serving(app) as base:
+        root = base.removesuffix("/v1")
+        ready = httpx.get(f"{root}/ready", timeout=10)
+        assert ready.status_code == 200 and ready.json()["status"] == "ready"
+    dead = Guard(POLICY, OpenAIBackend(f"http://127.0.0.1:{free_port()}/v1", model="m"))  # nothing listens there
+    with serving(create_app(dead)) as base:
+        root = base.removesuffix("/v1")
+        assert httpx.get(f"{root}/health", timeout=10).status_code == 200  # alive
+        ready = httpx.get(f"{root}/ready", timeout=10)
+        assert ready.status_code == 503 and "unreachable" in ready.json()["reason"]  # but not ready for traffic
+        app = create_app(dead)
+    app.state.draining.set()
+    with serving(app) as base:
+        ready = httpx.get(f"{base.removesuffix('/v1')}/ready", timeout=10)
+        assert ready.status_code == 503 and ready.json()["reason"] == "shutting down"
