@@ -142,3 +142,32 @@ def test_embedding_verdicts_are_the_same_batched_or_alone() -> None:
     assert scores == pytest.approx([v.score for v in alone], abs=1e-6)
     assert [s > 0.5 for s in scores] == [v.violated for v in alone]
     assert alone[1].violated and not alone[0].violated  # the check can tell them apart
+
+
+@pytest.mark.slow
+def test_guards_built_from_one_policy_share_one_judge_and_its_worker() -> None:
+    from guardrail import Guard, OpenAIBackend, load_policy
+    from guardrail.judges import EmbeddingJudge
+    from tests.fault_server import fault_server
+
+    harmless = load_policy("harmless")
+    waiting = harmless.model_copy(update={"judge": harmless.judge.model_copy(update={"batch_wait_ms": 50.0})})
+    with fault_server() as server:
+
+        def guard(policy: object) -> Guard:
+            return Guard(policy, OpenAIBackend(server.url("echo", "shared"), model="m"), judge="embedding")  # type: ignore[arg-type]
+
+        a, b, other = guard(waiting), guard(waiting), guard(harmless)
+        judge = a.judge.parts[0]  # type: ignore[attr-defined]
+        assert isinstance(judge, EmbeddingJudge) and judge is b.judge.parts[0]  # type: ignore[attr-defined]
+        assert other.judge.parts[0] is not judge  # another policy, another judge ...
+        assert other.judge.parts[0]._heads["harmful"] is judge._heads["harmful"]  # type: ignore[attr-defined]  # ... one encoder
+
+        async def both() -> list[str]:
+            calls = [g.ainvoke(f"Say hello number {n}.") for n in range(6) for g in (a, b)]
+            return [result.text for result in await asyncio.gather(*calls)]
+
+        before = judge.batcher.stats.items
+        texts = asyncio.run(both())
+    assert texts == [f"Echo: Say hello number {n}.. Done." for n in range(6) for _ in (a, b)]
+    assert judge.batcher.stats.items - before >= 12 and judge.batcher.stats.largest > 1  # one worker for both

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import threading
 import warnings
+from collections import OrderedDict
 from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
@@ -249,6 +250,22 @@ def head_module(torch: Any, tensors: dict[str, Any]) -> Any:
     return mlp
 
 
+#: encoders by head path (None: the base model, for example-based rules), loaded once per process
+_ENCODERS: dict[str, CrossEncoder] = {}
+_SHARED_JUDGES: OrderedDict[tuple[str, tuple[str, ...], str], EmbeddingJudge] = OrderedDict()
+_SHARED_LOCK = threading.RLock()
+_SHARED_MAX = 32
+
+
+def _encoder(head: Path | None) -> CrossEncoder:
+    """The process's encoder for ``head`` (stateless but for its lock, so one serves every judge)."""
+    key = str(head.resolve()) if head is not None else ""
+    with _SHARED_LOCK:
+        if key not in _ENCODERS:
+            _ENCODERS[key] = CrossEncoder(head)
+        return _ENCODERS[key]
+
+
 class EmbeddingJudge(Judge):
     """Scores rules with a trained head (built-in or ``judges.<name>.head``) or with the rule's examples.
 
@@ -264,15 +281,12 @@ class EmbeddingJudge(Judge):
         super().__init__(policy, rules)
         self._heads: dict[str, CrossEncoder] = {}
         self._prototype_rules: list[Rule] = []
-        shared: dict[Path, CrossEncoder] = {}
         for rule in self.rules:
             path = Path(head) if head is not None else None
             if path is None and rule.id in BUILTIN_HEADS:
                 path = head_path(BUILTIN_HEADS[rule.id])
             if path is not None:
-                if path not in shared:
-                    shared[path] = CrossEncoder(path)
-                self._heads[rule.id] = shared[path]
+                self._heads[rule.id] = _encoder(path)
             elif rule.examples.violating and rule.examples.compliant:
                 self._prototype_rules.append(rule)
             else:
@@ -287,12 +301,28 @@ class EmbeddingJudge(Judge):
         self._base: CrossEncoder | None = None
         self._prototypes: dict[str, tuple[Any, Any]] = {}
         if self._prototype_rules:
-            self._base = CrossEncoder(None)
+            self._base = _encoder(None)
             for rule in self._prototype_rules:
                 self._prototypes[rule.id] = (
                     self._base.embeddings(rule.examples.violating),
                     self._base.embeddings(rule.examples.compliant),
                 )
+
+    @classmethod
+    def shared(
+        cls, policy: Policy, rules: Sequence[Rule] | None = None, *, head: str | Path | None = None
+    ) -> EmbeddingJudge:
+        """The process's one judge for (``policy``, ``rules``, ``head``): every Guard, adapter and server built
+        from the same policy gets the same judge, so concurrent streams across all of them are batched by one
+        worker (``self.batcher``). (The encoders are shared process-wide in any case: loaded once per head.)"""
+        chosen = list(rules) if rules is not None else policy.checked_rules("output")
+        key = (policy.model_dump_json(), tuple(rule.model_dump_json() for rule in chosen), str(head or ""))
+        with _SHARED_LOCK:
+            judge = _SHARED_JUDGES.pop(key, None) or cls(policy, chosen, head=head)
+            _SHARED_JUDGES[key] = judge  # most recently used last
+            while len(_SHARED_JUDGES) > _SHARED_MAX:
+                _SHARED_JUDGES.popitem(last=False)
+        return judge
 
     def can_judge(self, rule: Rule) -> bool:
         return rule.id in self._heads or rule.id in self._prototypes

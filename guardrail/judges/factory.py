@@ -100,10 +100,10 @@ def build_judge(
         elif name == "pattern":
             parts.append(PatternJudge(policy, group))
         elif name == "embedding":
-            parts.append(EmbeddingJudge(policy, group))
+            parts.append(EmbeddingJudge.shared(policy, group))
         elif name == "cascade":
             usable = [rule for rule in group if embeddable(rule)]
-            embedding = EmbeddingJudge(policy, usable) if usable else None
+            embedding = EmbeddingJudge.shared(policy, usable) if usable else None
             parts.append(CascadeJudge(policy, group, final=self_judge, embedding=embedding))
         else:
             parts.append(_named(policy, name, group))
