@@ -127,5 +127,12 @@ class RayEngine:
             concurrency=self.workers,
             num_cpus=1,
         )
-        for row in answered.iter_rows():
-            yield json.loads(str(row["record"]))
+        try:
+            for row in answered.iter_rows():
+                yield json.loads(str(row["record"]))
+        except ray.exceptions.RayError as err:  # an actor failed (its Guard could not be built, a model crashed)
+            first = str(err).strip().splitlines()
+            raise GuardrailError(
+                f"a Ray worker failed: {first[-1] if first else type(err).__name__}; the answers so far are kept, "
+                "fix the cause and run the same command again to resume"
+            ) from None
