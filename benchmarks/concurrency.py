@@ -23,7 +23,9 @@ the guard; it answers one request at a time (requests queue), so streams barely 
 grows with the queue. ``parallel replay``: the answers llama.cpp gave, streamed again by a small server that
 answers every request at once, one piece per (1 / llama.cpp's one-stream tokens/s) seconds, as a server with
 parallel slots (vLLM, llama-server --parallel) on its own machine would: here N streams are in flight together
-and the guard's own cost at concurrency shows.
+and the guard's own cost at concurrency shows. ``embedded (token-level)``: the embedded model in this process
+(``LocalBackend``, token-level verify), at ``--embedded-levels`` (1 and 10: one model generates every stream in
+turn, so this is slow).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ import json
 import resource
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -109,7 +112,7 @@ def percentile(values: list[float], q: float) -> float:
 async def level(
     n: int,
     mode: str,
-    client: OpenAIClient,
+    plain: Callable[[str, int], Awaitable[dict[str, Any]]],
     guard: Guard,
     judge: EmbeddingJudge,
     pool: list[str],
@@ -121,7 +124,7 @@ async def level(
     cpu = cpu_seconds()
     started = time.perf_counter()
     if mode == "unguarded":
-        rows = await asyncio.gather(*(unguarded(client, p, max_tokens) for p in pool[:n]))
+        rows = await asyncio.gather(*(plain(p, max_tokens) for p in pool[:n]))
     else:
         rows = await asyncio.gather(*(guarded(guard, p, max_tokens) for p in pool[:n]))
     wall = time.perf_counter() - started
@@ -154,15 +157,53 @@ async def levels(
     policy = load_policy("harmless")
     judge = EmbeddingJudge(policy)
     guard = Guard(policy, OpenAIBackend(base_url, client=client), judge=judge)
-    await unguarded(client, "Warm up.", 4)
+
+    async def plain(prompt: str, max_tokens: int) -> dict[str, Any]:
+        return await unguarded(client, prompt, max_tokens)
+
+    await plain("Warm up.", 4)
     await guarded(guard, "Warm up.", 8)
     results = []
     for n in args.levels:
         for mode in MODES:
-            row = {"upstream": upstream, **await level(n, mode, client, guard, judge, pool, args.max_tokens, record)}
+            row = {
+                "upstream": upstream,
+                **await level(n, mode, plain, guard, judge, pool, args.max_tokens, record),
+            }
             print(json.dumps(row), file=sys.stderr, flush=True)
             results.append(row)
     await client.aclose()
+    return results
+
+
+async def embedded_levels(pool: list[str], args: argparse.Namespace) -> list[dict[str, Any]]:
+    """The embedded model in this process: token-level guard (verify) vs the backend's own stream."""
+    from guardrail.backends.base import GenerationParams
+    from guardrail.backends.local import LocalBackend
+
+    backend = LocalBackend()
+    policy = load_policy("harmless")
+    judge = EmbeddingJudge(policy)
+    guard = Guard(policy, backend, judge=judge)
+
+    async def plain(prompt: str, max_tokens: int) -> dict[str, Any]:
+        started, first, tokens = time.perf_counter(), None, 0
+        params = GenerationParams(temperature=0.0, max_tokens=max_tokens)
+        async for chunk in backend.astream([{"role": "user", "content": prompt}], params):
+            tokens += chunk.tokens
+            if chunk.text and first is None:
+                first = time.perf_counter() - started
+        return {"latency": time.perf_counter() - started, "ttft": first or 0.0, "tokens": tokens}
+
+    await plain("Warm up.", 4)
+    await guarded(guard, "Warm up.", 8)
+    results = []
+    for n in args.embedded_levels:
+        for mode in MODES:
+            row = {"upstream": "embedded (token-level)", **await level(n, mode, plain, guard, judge, pool,
+                                                                      args.max_tokens, None)}  # fmt: skip
+            print(json.dumps(row), file=sys.stderr, flush=True)
+            results.append(row)
     return results
 
 
@@ -178,6 +219,8 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
         server.replies = recorded
         server.piece_delay = 1.0 / one["tokens_per_s"]
         results += asyncio.run(levels(server.url("replay", "bench"), "parallel replay", pool, args, None))
+    if args.embedded_levels:
+        results += asyncio.run(embedded_levels(pool, args))
     return results
 
 
@@ -203,6 +246,12 @@ def table(results: list[dict[str, Any]]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--levels", type=lambda s: [int(x) for x in s.split(",")], default=[1, 10, 50, 100])
+    parser.add_argument(
+        "--embedded-levels",
+        type=lambda s: [int(x) for x in s.split(",") if x],
+        default=[1, 10],
+        help="levels for the embedded model (one model in this process generates every stream in turn)",
+    )
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--json", type=Path, help="also write the results here")
@@ -212,7 +261,7 @@ def main() -> None:
         print(table(json.loads(args.table.read_text(encoding="utf-8"))))
         return
     if args.quick:
-        args.levels, args.max_tokens = [1, 10], min(args.max_tokens, 32)
+        args.levels, args.embedded_levels, args.max_tokens = [1, 10], [1, 4], min(args.max_tokens, 32)
     results = run(args)
     print(f"Concurrent streams, max_tokens {args.max_tokens}, greedy:\n")
     print(table(results))
