@@ -43,8 +43,8 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from benchmarks.sentence_rewind import guarded  # noqa: E402  # one guarded stream, timed
 from guardrail.backends.remote import OpenAIBackend  # noqa: E402
-from guardrail.events import FinalEvent, TextEvent  # noqa: E402
 from guardrail.guard import Guard  # noqa: E402
 from guardrail.judges import EmbeddingJudge  # noqa: E402
 from guardrail.openai_client import OpenAIClient  # noqa: E402
@@ -83,25 +83,6 @@ async def unguarded(client: OpenAIClient, prompt: str, max_tokens: int) -> dict[
             if first is None:
                 first = time.perf_counter() - started
     return {"latency": time.perf_counter() - started, "ttft": first or 0.0, "tokens": len(pieces), "pieces": pieces}
-
-
-async def guarded(guard: Guard, prompt: str, max_tokens: int) -> dict[str, Any]:
-    started = time.perf_counter()
-    first = None
-    result = None
-    async for event in guard.astream(prompt, max_tokens=max_tokens, temperature=0):
-        if isinstance(event, TextEvent) and event.text and first is None:
-            first = time.perf_counter() - started
-        if isinstance(event, FinalEvent):
-            result = event.result
-    assert result is not None
-    return {
-        "latency": time.perf_counter() - started,
-        "ttft": first or 0.0,
-        "tokens": result.completion_tokens,
-        "rewinds": len(result.rewinds),
-        "fallback": result.fallback is not None,
-    }
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -146,7 +127,7 @@ async def level(
         "judge_calls": items,
         "mean_batch": items / batches if batches else 0.0,
         "rewinds": sum(r.get("rewinds", 0) for r in rows),
-        "fallbacks": sum(1 for r in rows if r.get("fallback")),
+        "fallbacks": sum(1 for r in rows if r.get("fallback")),  # the fallback's action, or None
     }
 
 

@@ -78,6 +78,7 @@ async def guarded(guard: Guard, prompt: str, max_tokens: int) -> dict[str, Any]:
         "latency": time.perf_counter() - started,
         "ttft": first or 0.0,
         "text": result.text,
+        "tokens": result.completion_tokens,
         "rewinds": len(result.rewinds),
         "extra_tokens": result.extra_tokens,
         "fallback": result.fallback.action if result.fallback else None,
