@@ -38,18 +38,24 @@ class Budget:
     rewinds: int = 0
     extra_tokens: int = 0
     episode_failures: int = 0
-    first_rejection: float | None = field(default=None)
+    #: seconds the guard added to the answer: time spent on drafts it threw away (generating and judging them)
+    added_s: float = 0.0
+    #: when the work now under way began (the request, the last accepted unit, or the last rejection)
+    since: float = field(default_factory=time.monotonic, repr=False)
 
     def spend(self, tokens: int) -> None:
+        """A draft was rejected: its tokens, and the time since the last accepted unit, were added by the guard."""
+        now = time.monotonic()
+        self.added_s += now - self.since
+        self.since = now
         self.rewinds += 1
         self.episode_failures += 1
         self.extra_tokens += tokens
-        if self.first_rejection is None:
-            self.first_rejection = time.monotonic()
 
     def progress(self) -> None:
         """A new unit was accepted beyond the last failure: the next violation starts a fresh episode."""
         self.episode_failures = 0
+        self.since = time.monotonic()
 
     def exhausted(self) -> str:
         """Why no further rewind is allowed ('' when one is)."""
@@ -60,10 +66,8 @@ class Budget:
             return f"rewind budget spent ({settings.max_rewinds} rewinds)"
         if self.extra_tokens >= settings.max_extra_tokens:
             return f"extra-token budget spent ({self.extra_tokens} >= {settings.max_extra_tokens})"
-        if self.first_rejection is not None:
-            added = time.monotonic() - self.first_rejection
-            if added >= settings.max_added_latency_s:
-                return f"latency budget spent ({added:.1f}s >= {settings.max_added_latency_s:g}s)"
+        if self.added_s >= settings.max_added_latency_s:
+            return f"latency budget spent ({self.added_s:.1f}s added >= {settings.max_added_latency_s:g}s)"
         return ""
 
 

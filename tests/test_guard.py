@@ -332,3 +332,16 @@ def test_a_regeneration_that_repeats_the_critique_is_rejected_and_never_released
     resample = parse_policy(NO_BAD.replace("{max_failures_per_position: 5}", "{regeneration: resample}"))
     resampled = texts(list(Guard(resample, backend).stream("hi")))
     assert resampled == "Good one. " + echo
+
+
+def test_the_latency_budget_counts_only_the_time_added_by_rejected_drafts() -> None:
+    # each word takes 20 ms: a rejected draft wastes about 0.1 s, the accepted answer itself takes over 0.6 s
+    slow_answer = "Fine start. " + "This part is fine. " * 8 + "BAD end."
+    backend = ScriptedBackend(["BAD start here.", slow_answer, "All good now."], delay=0.02)
+    pol = policy()
+    pol = pol.model_copy(update={"rewind": pol.rewind.model_copy(update={"max_added_latency_s": 0.5})})
+    result = Guard(pol, backend).invoke("hi")
+    # the second rejection comes more than 0.5 s after the first, but only about 0.2 s were added by rejected
+    # drafts: it may still rewind (counted from the first rejection, the budget was spent and the answer refused)
+    assert len(result.rewinds) == 2 and result.fallback is None, result.fallback
+    assert "BAD" not in result.text and result.text.endswith("All good now.")

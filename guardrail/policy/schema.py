@@ -314,7 +314,12 @@ class RewindSettings(StrictModel):
         2, ge=1, description="Failures at one position before going one unit further back (RAIN's parent)."
     )
     max_extra_tokens: int = Field(1024, ge=0, description="Tokens generated beyond the final answer's.")
-    max_added_latency_s: float = Field(30.0, gt=0, description="Seconds the guard may add to one answer.")
+    max_added_latency_s: float = Field(
+        30.0,
+        gt=0,
+        description="Seconds the guard may add to one answer: the time spent generating and judging drafts it "
+        "rejected (the answer's own generation does not count; rewind.deadline_s bounds the whole request).",
+    )
     deadline_s: float | None = Field(
         120.0,
         gt=0,
