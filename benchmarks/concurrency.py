@@ -189,7 +189,7 @@ async def embedded_levels(pool: list[str], args: argparse.Namespace) -> list[dic
 
 
 def run(args: argparse.Namespace) -> list[dict[str, Any]]:
-    pool = prompts(max(args.levels))
+    pool = prompts(max([*args.levels, *args.embedded_levels]))
     recorded: dict[str, list[str]] = {}
     with LlamaServer() as base_url:
         results = asyncio.run(levels(base_url, "llama.cpp", pool, args, recorded))
