@@ -160,7 +160,7 @@ class Evaluation:
         (e.g. ``RayEngine``); by default they are answered here, one by one."""
         todo = self.pending(prompts)
         bar = _Progress(len(todo), progress or sys.stderr, time.monotonic())
-        already = sum(len(MODES) for _ in prompts) - len(todo)
+        already = len(prompts) * len(MODES) - len(todo)
         if already:
             bar.stream.write(f"[eval] resuming: {already} answers already judged, {len(todo)} to go\n")
         records = (self.answer(item, mode) for item, mode in todo) if engine is None else engine(todo)

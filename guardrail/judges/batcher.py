@@ -21,7 +21,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 __all__ = ["BatchStats", "Batcher"]
@@ -32,17 +32,13 @@ Result = TypeVar("Result")
 
 @dataclass
 class BatchStats:
-    """What a batcher has done: batches run, items scored, items dropped because their caller cancelled."""
+    """What a batcher has done: batches run, items scored, items dropped because their caller cancelled, and the
+    largest batch."""
 
     batches: int = 0
     items: int = 0
     cancelled: int = 0
     largest: int = 0
-    sizes: list[int] = field(default_factory=list, repr=False)
-
-    @property
-    def mean_size(self) -> float:
-        return self.items / self.batches if self.batches else 0.0
 
 
 class Batcher(Generic[Item, Result]):
@@ -134,8 +130,6 @@ class Batcher(Generic[Item, Result]):
         self.stats.batches += 1
         self.stats.items += len(live)
         self.stats.largest = max(self.stats.largest, len(live))
-        if len(self.stats.sizes) < 10_000:
-            self.stats.sizes.append(len(live))
         try:
             results = list(self._score([item for item, _ in live]))
             if len(results) != len(live):
