@@ -155,7 +155,7 @@ def main() -> None:
     verify = parse_policy("name: verify\nextends: harmless\nrewind: {mode: token, strategy: verify}\n")
     rain_policy = parse_policy("name: rain\nextends: harmless\nrewind: {mode: token, strategy: rain}\n")
 
-    def run_guard(policy: Any, prompt: str, value: EmbeddingJudge | None) -> dict[str, Any]:
+    def run_guard(policy: Any, prompt: str, value: EmbeddingJudge | str) -> dict[str, Any]:
         return guarded(Guard(policy, backend, judge=value), prompt, args.max_tokens, judge)
 
     modes: dict[str, Any] = {
@@ -163,7 +163,8 @@ def main() -> None:
         "plain generate, uncached (RAIN's baseline)": lambda p: plain(backend, p, args.max_tokens, False),
         "fast path (verify), embedding judge": lambda p: run_guard(verify, p, judge),
         "RAIN search, embedding judge as value": lambda p: run_guard(rain_policy, p, judge),
-        "RAIN search, self-evaluation as value": lambda p: run_guard(rain_policy, p, None),
+        # named explicitly: by default the embedded model, which cannot judge itself, gets the embedding judge
+        "RAIN search, self-evaluation as value": lambda p: run_guard(rain_policy, p, "self"),
     }  # fmt: skip
     red = [json.loads(line)["prompt"] for line in ADVBENCH.read_text().splitlines()[: args.redteam]]
     sets = {"benign": BENIGN[: args.benign], "red-team": red}
