@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -75,8 +74,8 @@ def _worker_evaluation(args: argparse.Namespace, audit: Path, key: bytes | None)
     own.audit = AuditSink(audit, key=key)
     guard = build_guard(own, judge_kind=args.guard_judge, audit_texts=True)
     judge, _ = _graders(args, guard)
-    return Evaluation(guard, judge, Path(tempfile.mkdtemp(prefix="guardrail-eval-")), max_tokens=args.max_tokens,
-                      seed=args.seed)  # fmt: skip
+    # the actor's Evaluation only answers (the driver writes the run): its folder is the audit file's
+    return Evaluation(guard, judge, audit.parent, max_tokens=args.max_tokens, seed=args.seed)
 
 
 def _engine(args: argparse.Namespace, guard: Any) -> Any:
