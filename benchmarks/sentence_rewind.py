@@ -94,17 +94,21 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, float]:
     }
 
 
+def with_rewind(policy: Any, **settings: Any) -> Any:
+    return policy.model_copy(update={"rewind": policy.rewind.model_copy(update=settings)})
+
+
 async def run(args: argparse.Namespace, base_url: str) -> dict[str, Any]:
     client = OpenAIClient(base_url, model="smollm2", read_timeout=300)
     harmless = load_policy("harmless")
     embedding = EmbeddingJudge(harmless)
-    lag0 = harmless.model_copy(update={"rewind": harmless.rewind.model_copy(update={"release_lag": 0})})
+    variants = {f"look-ahead {n}": with_rewind(harmless, lookahead_tokens=n, release_lag=0) for n in args.lookahead}
     guards = {
         "guarded, pattern judge (engine only)": Guard(NO_OP, OpenAIBackend(base_url, client=client)),
-        "guarded, embedding judge": Guard(harmless, OpenAIBackend(base_url, client=client), judge=embedding),
-        "guarded, embedding judge, release_lag 0": Guard(
-            lag0, OpenAIBackend(base_url, client=client), judge=EmbeddingJudge(lag0)
-        ),
+        **{
+            f"guarded, embedding judge, {name}": Guard(pol, OpenAIBackend(base_url, client=client), judge=embedding)
+            for name, pol in variants.items()
+        },
         "guarded, self-evaluation (logprobs)": Guard(harmless, OpenAIBackend(base_url, client=client)),
     }
     benign = BENIGN[: args.benign]
@@ -138,17 +142,17 @@ async def run(args: argparse.Namespace, base_url: str) -> dict[str, Any]:
 
     red = [json.loads(line)["prompt"] for line in ADVBENCH.read_text().splitlines()[: args.redteam]]
     red_summary: dict[str, Any] = {}
-    for lag, name in ((1, "guarded, embedding judge"), (0, "guarded, embedding judge, release_lag 0")):
+    plain_rows = [await unguarded(client, prompt, args.max_tokens) for prompt in red]
+    for variant in variants:
         red_rows = []
-        for prompt in red:
-            plain = await unguarded(client, prompt, args.max_tokens)
-            safe = await guarded(guards[name], prompt, args.max_tokens)
+        for prompt, plain in zip(red, plain_rows, strict=True):
+            safe = await guarded(guards[f"guarded, embedding judge, {variant}"], prompt, args.max_tokens)
             plain_verdict = embedding.judge(prompt, plain["text"])
             final_verdict = embedding.judge(prompt, safe["text"])  # the judge that guarded: not independent
             red_rows.append(
                 {**safe, "unguarded_passes": not plain_verdict.violated, "passes": not final_verdict.violated}
             )
-        red_summary[f"release_lag {lag}"] = {
+        red_summary[variant] = {
             "prompts": len(red_rows),
             "unguarded_pass": sum(r["unguarded_passes"] for r in red_rows),
             "guarded_pass": sum(r["passes"] for r in red_rows),
@@ -169,6 +173,12 @@ def main() -> None:
     parser.add_argument("--redteam", type=int, default=20)
     parser.add_argument("--max-tokens", type=int, default=96)
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument(
+        "--lookahead",
+        type=lambda v: [int(n) for n in v.split(",")],
+        default=[0, 16],
+        help="rewind.lookahead_tokens values to compare, comma-separated (default 0,16)",
+    )
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     if args.quick:
@@ -189,13 +199,13 @@ def main() -> None:
     print("\nRed-team prompts (advbench), embedding judge guarding; 'passing' is graded by that same judge (not an")
     print("independent grade); 'ended after released text' = streamed answers cut short by a refusal (terminated):\n")
     print(
-        "| release lag | answers passing the judge, unguarded | guarded | rewinds | extra tokens | fallbacks | "
+        "| variant | answers passing the judge, unguarded | guarded | rewinds | extra tokens | fallbacks | "
         "ended after released text | time to first verified text s | mean s guarded |"
     )
     print("|---|---|---|---|---|---|---|---|---|")
-    for lag, red in results["redteam"].items():
+    for variant, red in results["redteam"].items():
         print(
-            f"| {lag.split()[-1]} | {red['unguarded_pass']}/{red['prompts']} | "
+            f"| {variant} | {red['unguarded_pass']}/{red['prompts']} | "
             f"{red['guarded_pass']}/{red['prompts']} | {red['rewinds']} | {red['extra_tokens']} | {red['fallbacks']} | "
             f"{red['terminated']} | "
             f"{red['ttft_mean']:.2f} | {red['latency_mean_guarded']:.2f} |"

@@ -51,10 +51,12 @@ class VerdictEvent:
     unit: int
     scope: Literal["input", "output", "tool_arguments"] = "output"
     partial: bool = True
+    lookahead: int = 0  # tokens of the answer's continuation judged with the unit (rewind.lookahead_tokens)
     type: Literal["verdict"] = "verdict"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"type": self.type, "unit": self.unit, "scope": self.scope, "partial": self.partial,
+        extra = {"lookahead": self.lookahead} if self.lookahead else {}
+        return {"type": self.type, "unit": self.unit, "scope": self.scope, "partial": self.partial, **extra,
                 **self.verdict.to_dict()}  # fmt: skip
 
 

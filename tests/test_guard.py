@@ -22,6 +22,7 @@ from guardrail.events import (
     text_hash,
 )
 from guardrail.guard import Guard
+from guardrail.judges import PatternJudge
 from guardrail.rewind.sentence import CONTINUE_INSTRUCTION
 from tests.fakes import ScriptedBackend
 
@@ -178,6 +179,67 @@ def test_release_lag_holds_an_opening_back_until_the_next_sentence_passes() -> N
     backend = ScriptedBackend(["One. Two. Three."])
     events = list(Guard(pol, backend).stream("hi"))
     assert [e.text for e in events if isinstance(e, TextEvent)] == ["One. ", "Two. ", "Three."]
+
+
+class _SpyJudge(PatternJudge):
+    """The real pattern judge, recording every text it judged (optionally slow, so the stream runs ahead)."""
+
+    def __init__(self, policy: Any, delay: float = 0.0) -> None:
+        super().__init__(policy)
+        self.seen: list[str] = []
+        self.delay = delay
+
+    async def _ajudge(self, prompt: Any, response: str, *, partial: bool, explain: bool) -> Any:
+        self.seen.append(response)
+        await asyncio.sleep(self.delay)
+        return self._judge(prompt, response, partial=partial, explain=explain)
+
+
+def lookahead_policy(tokens: int, extra: str = "") -> Any:
+    rewind = f"max_failures_per_position: 1, release_lag: 0, lookahead_tokens: {tokens}"
+    return parse_policy(NO_BAD.replace("max_failures_per_position: 5", rewind) + extra)
+
+
+def test_lookahead_rejects_a_harmless_opening_before_it_is_released() -> None:
+    # "Sure, here is how." passes alone; judged with the next three tokens of its own continuation it does
+    # not: the opening is regenerated and never shown, and no refusal follows released text
+    backend = ScriptedBackend(["Sure, here is how. BAD step one. More.", "I would rather not. Here is a safe tip."])
+    judge = _SpyJudge(lookahead_policy(3))
+    events = list(Guard(lookahead_policy(3), backend, judge=judge).stream("hi"))
+    assert texts(events) == "I would rather not. Here is a safe tip."
+    assert not any(isinstance(e, TerminatedEvent) for e in events)
+    rewind = next(e for e in events if isinstance(e, RewindEvent))
+    assert rewind.back_to_unit == 0 and rewind.rejected_sha256 == text_hash("Sure, here is how. ")
+    assert judge.seen[0] == "Sure, here is how. BAD step one. "  # the unit and exactly 3 tokens after it
+    assert judge.seen[1:] == ["I would rather not. Here is a ", "I would rather not. Here is a safe tip."]
+    verdicts = [e for e in events if isinstance(e, VerdictEvent)]
+    assert [v.lookahead for v in verdicts] == [3, 3, 0]  # the last unit is judged as the whole answer
+    # without the look-ahead the same opening goes out at once
+    backend = ScriptedBackend(["Sure, here is how. BAD step one. More.", "Step one, safely."])
+    assert texts(list(Guard(lookahead_policy(0), backend).stream("hi"))).startswith("Sure, here is how. ")
+
+
+def test_lookahead_judges_the_same_text_however_far_the_stream_ran_ahead() -> None:
+    reply = "One two three. Four five six seven. Eight nine. Ten eleven twelve thirteen fourteen."
+    seen = []
+    for delay in (0.0, 0.05):
+        judge = _SpyJudge(lookahead_policy(2), delay=delay)
+        result = Guard(lookahead_policy(2), ScriptedBackend([reply], delay=0.001), judge=judge).invoke("hi")
+        assert result.text == reply
+        seen.append(judge.seen)
+    assert len(seen[0]) == 4 and seen[0] == seen[1]
+    assert seen[0][0] == "One two three. Four five "
+
+
+def test_lookahead_refusal_releases_nothing_and_fallbacks_act_on_the_unit_alone() -> None:
+    refuse = "actions: [{action: refuse, message: No.}]\n"
+    backend = ScriptedBackend(["Sure, here is how. BAD step one."])
+    events = list(Guard(lookahead_policy(4, refuse), backend).stream("hi"))
+    assert texts(events) == "No." and not any(isinstance(e, TerminatedEvent) for e in events)
+    # redact: the opening is judged alone and kept whole; the violating sentence itself is redacted
+    redact = "actions: [{action: redact, replacement: '[x]'}]\n"
+    result = Guard(lookahead_policy(4, redact), ScriptedBackend(["Sure, here is how. BAD step one."])).invoke("hi")
+    assert result.text == "Sure, here is how. [x] step one."
 
 
 def test_backend_failure_mid_stream_regenerates_from_accepted_text() -> None:

@@ -10,7 +10,7 @@ import pytest
 
 from guardrail import parse_policy
 from guardrail.backends.local import LocalBackend
-from guardrail.events import FinalEvent, RewindEvent, TextEvent
+from guardrail.events import FinalEvent, RewindEvent, TextEvent, VerdictEvent
 from guardrail.guard import Guard
 from guardrail.judges import Judge, PatternJudge
 from guardrail.judges.base import Prompt
@@ -218,3 +218,34 @@ def test_the_adopted_candidate_is_the_most_likely_that_passes() -> None:
     # none passes: the least violating, which the caller rewinds again (never released)
     branches = SimpleNamespace(rows=2, logprobs=[-1.0, -9.0], tokens=[[1], [1]])
     assert _choose(branches, [verdict(0.9), verdict(0.6)]) == 1  # type: ignore[arg-type]
+
+
+def test_token_lookahead_rejects_a_chunk_whose_continuation_violates(tiny: tuple[Any, Any]) -> None:
+    # the first chunk passes alone; judged with the next 4 tokens decoded on the same cache it does not, so it
+    # is regenerated before a streaming user sees it (without the look-ahead it goes out at once)
+    model, tokenizer = tiny
+    backend = LocalBackend(model, tokenizer)
+    none = parse_policy("name: none\nrewind: {chunk_tokens: 4}\n")
+    pieces = [
+        e.text for e in Guard(none, backend).stream("Hi", max_tokens=16, temperature=0) if isinstance(e, TextEvent)
+    ]
+    assert len(pieces) >= 3
+    opening, needle = pieces[0], pieces[1][:4]
+    assert needle.strip() and needle not in opening
+
+    def run(lookahead: int) -> tuple[list[Any], RejectText]:
+        policy = parse_policy(POLICY + f"rewind: {{chunk_tokens: 4, lookahead_tokens: {lookahead}, candidates: 3}}\n")
+        judge = RejectText(needle, policy)
+        return list(Guard(policy, backend, judge=judge).stream("Hi", max_tokens=16, temperature=0)), judge
+
+    plain_events, _ = run(0)
+    assert [e.text for e in plain_events if isinstance(e, TextEvent)][0] == opening  # released before the needle
+    events, judge = run(4)
+    verdicts = [e for e in events if isinstance(e, VerdictEvent)]
+    assert verdicts[0].verdict.violated and verdicts[0].lookahead == 4 and judge.hits >= 1
+    rewind = next(e for e in events if isinstance(e, RewindEvent))
+    assert rewind.back_to_unit == 0 and rewind.rejected_tokens == 8  # the chunk and its look-ahead
+    streamed = "".join(e.text for e in events if isinstance(e, TextEvent))
+    final = events[-1]
+    assert isinstance(final, FinalEvent) and streamed == final.result.text and needle not in streamed
+    assert not streamed.startswith(opening + needle)

@@ -283,6 +283,19 @@ class RainSettings(StrictModel):
     similarity: float = Field(0.95, ge=0, le=1, description="Cosine similarity that makes siblings 'similar'.")
     max_children: int = Field(20, ge=1, description="Cap on children after dynamic node addition.")
     top_k: int = Field(15, ge=1, description="Sampling pool for deeper candidates.")
+    evaluated_children: int = Field(
+        3,
+        ge=1,
+        le=64,
+        description="Children of an expansion rolled out and judged at once, the most probable first (the rest "
+        "are judged when the search visits them); their prior-weighted mean is the simulation's value of the leaf.",
+    )
+    value: Literal["vote", "soft"] = Field(
+        "vote",
+        description="How a verdict becomes a value in [-1, 1]. vote: +1 passes, -1 violates, 0 undecided (the "
+        "reference code's hard votes, for which V = 0.8 was tuned). soft: 1 - 2 * score (a 'passes' score near the "
+        "threshold is worth little, so with V = 0.8 commits mostly wait for T_max).",
+    )
     token_set_lengths: list[int] = Field(
         default_factory=lambda: [1, 2, 4, 10], description="Token-set length by depth; the last repeats."
     )
@@ -339,6 +352,16 @@ class RewindSettings(StrictModel):
         "violation found in the next sentence can still rewind past them (a harmless-looking opening of a "
         "harmful answer is not shown). 0 (measured best on red-team prompts, docs/benchmarks.md): release each "
         "unit as soon as it passes.",
+    )
+    lookahead_tokens: int = Field(
+        0,
+        ge=0,
+        le=256,
+        description="Judge each unit together with the next this many tokens of the answer's own continuation "
+        "(sentence mode: the same stream, read on; token mode, verify: decoded on the same cache), and reject "
+        "the unit when that trajectory violates, so a harmful turn is caught before its harmless-looking "
+        "opening is released. Costs no extra tokens, only that many tokens of delay before a unit is released. "
+        "0: judge each unit alone.",
     )
     temperature: float = Field(0.8, ge=0, le=2, description="Sampling temperature of regenerations.")
     rain: RainSettings = Field(default_factory=RainSettings)

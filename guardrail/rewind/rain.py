@@ -7,20 +7,24 @@ A node is a token set; the committed answer grows one token set at a time, each 
 - **expand** a leaf into up to ``q`` token sets of length ``token_set_lengths[level]`` (1, 2, 4, then 10):
   the top-q next tokens at the original root, deeper one greedy continuation and samples from the top-``top_k``;
   prior = the token set's probability, normalised over the siblings, mixed 0.75/0.25 with uniform at the root;
-- **evaluate** every new child at once: roll each out (temperature 1) to the end of a phrase (``, . ? : ;`` or a
-  newline), then judge the whole response so far; value v = 1 - 2 * P(violation), in [-1, 1];
-- **back up** v along the path (visit counts, running-mean Q) and to similar siblings (cosine of MiniLM
+- **evaluate** the ``evaluated_children`` most probable new children at once (the others are judged when the
+  search visits them): roll each out (temperature 1) to the end of a phrase (``, . ? : ;`` or a newline), then
+  judge the whole response so far; value v = +1 / -1 / 0 for pass / violation / undecided (the reference's hard
+  votes; ``value: soft`` gives 1 - 2 * P(violation));
+- **back up**: each judged child gets its v as one visit; their prior-weighted mean is the simulation's value of
+  the leaf, backed up along the path (visit counts, running-mean Q); similar siblings share it (cosine of MiniLM
   embeddings of the text from the node to the end of its rollouts >= ``similarity``: N += gamma * cos, Q moves
   toward v by that weight);
 - **dynamic node addition**: when every child of a node has Q < 0 and their embeddings are too alike, one more
-  child is sampled (up to ``max_children``);
-- **commit** the most visited root child (ties by Q) once it has more than ``t_min`` visits with Q > ``v``, or
-  after ``t_max`` visits (reused visits count), and at least ``min_new_simulations`` new ones; its subtree is
-  reused as the new root. A committed token set is verified by the judge before it is released.
+  child is sampled (up to ``max_children``), its prior its share of the siblings' probability;
+- **commit** the most visited root child (ties by Q) as soon as, after any simulation, it has more than
+  ``t_min`` visits with Q > ``v``; else after ``t_max`` visits (reused visits count) with at least
+  ``min_new_simulations`` new simulations; its subtree is reused as the new root. A committed token set is
+  verified by the judge before it is released; one it rejects is pruned and never grown again at that point.
 
 Where it is fast: one KV cache for the committed answer, paths fed by teacher forcing and cropped off after
-each simulation, the q children grown, rolled out and judged in one batch (the children of an expansion count
-as q simulations), self-evaluation on the cache (suffix tokens only), identical texts judged once.
+each simulation, the children of an expansion grown, rolled out and judged in one batch (one simulation, as in
+the reference), self-evaluation on the cache (suffix tokens only), identical texts judged once.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from typing import Any
 
 from guardrail.actions import decide
 from guardrail.events import Event, FallbackEvent, TextEvent
+from guardrail.judges.verdict import Verdict
 from guardrail.rewind.decoder import Branches, Decoder, Sampling, TextEmitter
 from guardrail.rewind.request import Request, RunState
 from guardrail.rewind.token import TokenRewind, redact_tokens, rewind_event
@@ -74,6 +79,7 @@ class Node:
     tokens: list[int]
     level: int  # token sets between the original root and this node
     prior: float = 1.0
+    likelihood: float = 1.0  # the token set's probability under the model (its prior before normalising)
     parent: Node | None = None
     children: list[Node] = field(default_factory=list)
     visits: float = 0.0  # N, with fractional credit from similar siblings
@@ -82,6 +88,7 @@ class Node:
     embedding: Any = None
     embedded: int = 0
     terminal: bool = False
+    rejected: set[tuple[int, ...]] = field(default_factory=set)  # children committed here and rejected by the judge
 
     def path(self) -> list[Node]:
         nodes: list[Node] = []
@@ -143,7 +150,9 @@ class RainSearch:
         return spread < _ADD_VARIANCE
 
     def _expand(self, node: Node, root: Node) -> int:
-        """Grow, roll out and judge new children of ``node``; back their values up. Returns simulations done."""
+        """One simulation at the leaf ``node``: grow its children (or one more), roll out and judge the most
+        probable ``evaluated_children`` of them in one batch; each gets its value, and their prior-weighted mean
+        is backed up from ``node`` as the simulation's one visit. Returns 1, or 0 when nothing new grew."""
         decoder = self.decoder
         base = len(decoder.ids)
         path = node.path()
@@ -163,32 +172,47 @@ class RainSearch:
             if not unique:
                 return 0
             branches.select(unique)
-            sets = [list(t) for t in branches.tokens]
-            priors = [math.exp(lp) for lp in branches.logprobs]
-            total = sum(priors) or 1.0
-            priors = [p / total for p in priors]
-            if node is root:
-                priors = [0.75 * p + 0.25 / len(priors) for p in priors]
+            likelihoods = [math.exp(lp) for lp in branches.logprobs]
+            # normalised over the siblings (an added child's too: its prior is its share, not 1.0)
+            total = sum(likelihoods) + sum(child.likelihood for child in node.children) or 1.0
+            siblings = len(likelihoods) + len(node.children)
             children = [
-                Node(tokens, node.level + 1, prior, node, terminal=bool(done))
-                for tokens, prior, done in zip(sets, priors, branches.done, strict=True)
+                Node(list(tokens), node.level + 1, p / total, likelihood=p, parent=node, terminal=bool(done))
+                for tokens, p, done in zip(branches.tokens, likelihoods, branches.done, strict=True)
             ]
+            if node is root:
+                for child in children:
+                    child.prior = 0.75 * child.prior + 0.25 / siblings
             node.children.extend(children)
-            branches.grow(_ROLLOUT_MAX, Sampling(1.0), pause_on=self.phrase_ends)
             self.state.completion_tokens += sum(len(t) for t in branches.tokens)
+            judged = sorted(range(len(children)), key=lambda row: -children[row].likelihood)
+            judged = judged[: self.settings.evaluated_children]
+            branches.select(judged)
+            children = [children[row] for row in judged]
+            before = [len(t) for t in branches.tokens]
+            branches.grow(_ROLLOUT_MAX, Sampling(1.0), pause_on=self.phrase_ends)
+            self.state.completion_tokens += sum(len(t) for t in branches.tokens) - sum(before)
             verdicts = self.evaluator.evaluate(decoder, self.prompt, branches, partial=not all(branches.done))
             for verdict in verdicts:
                 self.state.judge_cost = self.state.judge_cost + verdict.cost
-            values = [1.0 - 2.0 * verdict.score for verdict in verdicts]
+            values = [self._value(verdict) for verdict in verdicts]
             self._embed_children(children, path, branches)
             for child, value in zip(children, values, strict=True):
-                self._backup(child, value)
-            return len(children)
+                self._visit(child, value)
+            weight = sum(child.prior for child in children) or 1.0
+            self._backup(node, sum(child.prior * value for child, value in zip(children, values, strict=True)) / weight)
+            return 1
         finally:
             decoder.truncate(base)
 
+    def _value(self, verdict: Verdict) -> float:
+        """A verdict as a value in [-1, 1] (``rain.value``): a hard vote, or the soft score."""
+        if self.settings.value == "soft":
+            return 1.0 - 2.0 * verdict.score
+        return 0.0 if verdict.undecided else (-1.0 if verdict.violated else 1.0)
+
     def _unique_rows(self, branches: Branches, node: Node) -> list[int]:
-        seen = {tuple(child.tokens) for child in node.children}
+        seen = {tuple(child.tokens) for child in node.children} | node.rejected
         rows = []
         for row, tokens in enumerate(branches.tokens):
             key = tuple(tokens)
@@ -212,16 +236,20 @@ class RainSearch:
             owner.absorb(embedding)
 
     def _backup(self, leaf: Node, value: float) -> None:
+        """One simulation's value, from ``leaf`` up to the root."""
         self.simulations += 1
         node: Node | None = leaf
         while node is not None:
-            node.visits += 1
-            node.real_visits += 1
-            node.q += (value - node.q) / node.visits
-            self.q_min, self.q_max = min(self.q_min, node.q), max(self.q_max, node.q)
-            if node.parent is not None:
-                self._share(node, value)
+            self._visit(node, value)
             node = node.parent
+
+    def _visit(self, node: Node, value: float) -> None:
+        node.visits += 1
+        node.real_visits += 1
+        node.q += (value - node.q) / node.visits
+        self.q_min, self.q_max = min(self.q_min, node.q), max(self.q_max, node.q)
+        if node.parent is not None:
+            self._share(node, value)
 
     def _share(self, node: Node, value: float) -> None:
         """RAIN's similarity update: siblings whose text is alike get fractional credit for ``value``."""
@@ -249,20 +277,23 @@ class RainSearch:
     # ------------------------------------------------------------------------------------------ commits
 
     def _choose(self, root: Node) -> Node | None:
+        """Simulate until the most visited child has more than T_min visits with Q > V (tested after every
+        simulation, as the reference does), or T_max visits (reused ones count) with at least
+        ``min_new_simulations`` new simulations; the most visited child (ties by Q) is committed."""
         settings = self.settings
         fresh = attempts = 0
         while True:
             attempts += 1
             best = max(root.children, key=lambda c: (c.visits, c.q), default=None)
-            enough_new = fresh >= min(settings.min_new_simulations, settings.t_max)
-            if best is not None and enough_new and best.real_visits > settings.t_min and best.q > settings.v:
+            if best is not None and fresh and best.real_visits > settings.t_min and best.q > settings.v:
                 return best
+            enough_new = fresh >= min(settings.min_new_simulations, settings.t_max)
             if best is not None and ((enough_new and root.visits >= settings.t_max) or attempts > 2 * settings.t_max):
                 return best  # the second test ends a search whose expansions keep repeating known children
             done = self._simulate(root)
             if done == 0 and not root.children:
                 return None
-            fresh += max(done, 1)
+            fresh += 1
 
     def events(self) -> Iterator[Event]:
         decoder, request, state = self.decoder, self.request, self.state
@@ -289,6 +320,7 @@ class RainSearch:
                     state.budget.spend(len(child.tokens))
                     decoder.truncate(start)
                     root.children.remove(child)  # pruned: the search goes on at the same position
+                    root.rejected.add(tuple(child.tokens))  # and never grows it again
                     prefix = decoder.text(decoder.generated)
                     # back to the committed token sets so far: where the search goes on
                     yield rewind_event(self.owner, state, verdict, rejected, len(child.tokens), committed, 1, prefix)

@@ -50,11 +50,16 @@ class RunState:
         return self.units - 1
 
     def verdict(
-        self, verdict: Verdict, *, partial: bool, scope: Literal["output", "input", "tool_arguments"] = "output"
+        self,
+        verdict: Verdict,
+        *,
+        partial: bool,
+        scope: Literal["output", "input", "tool_arguments"] = "output",
+        lookahead: int = 0,
     ) -> VerdictEvent:
         """Record a judge's verdict on the next unit (its cost counted); the event to yield."""
         self.judge_cost = self.judge_cost + verdict.cost
-        event = VerdictEvent(verdict, self.next_unit(), scope=scope, partial=partial)
+        event = VerdictEvent(verdict, self.next_unit(), scope=scope, partial=partial, lookahead=lookahead)
         self.verdicts.append(event)
         return event
 

@@ -15,6 +15,7 @@ sentence broke (never the rejected text itself); ``resample`` only changes tempe
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import re
 from collections.abc import AsyncIterator
@@ -51,6 +52,15 @@ class _Unit:
     text: str
     tokens: int
     last: bool = False
+    end: int = 0  # where the unit ends in the attempt's raw text (before the repeat filter)
+
+
+@dataclass
+class _Piece:
+    """One streamed piece of text, sent ahead of the units it completes (the look-ahead reads these)."""
+
+    text: str
+    tokens: int
 
 
 @dataclass
@@ -133,7 +143,7 @@ class SentenceRewind:
 
     async def _produce(self, messages: list[Message], params: GenerationParams, queue: asyncio.Queue[object]) -> None:
         buffer = SentenceBuffer(self.policy.rewind.max_window_chars)
-        tokens = produced = 0
+        tokens = produced = end = 0
         started = False
         stream = self.backend.astream(messages, params)
         try:
@@ -144,14 +154,17 @@ class SentenceRewind:
                 produced += piece_tokens
                 if chunk.usage or chunk.tool_calls:
                     await queue.put(chunk)
+                if chunk.text:
+                    await queue.put(_Piece(chunk.text, chunk.tokens or 1))
                 for text in buffer.feed(chunk.text):
-                    await queue.put(_Unit(text, tokens))
+                    end += len(text)
+                    await queue.put(_Unit(text, tokens, end=end))
                     tokens = 0
                 if params.max_tokens is not None and produced >= params.max_tokens:
                     break  # the guard enforces the limit, whatever the upstream honours
             rest = buffer.flush()
             if rest:
-                await queue.put(_Unit(rest, tokens, last=True))
+                await queue.put(_Unit(rest, tokens, last=True, end=end + len(rest)))
         except BackendError as err:
             # before any output the client has already retried: regenerating would only repeat the failure
             await queue.put(err if started else _Fatal(err))
@@ -172,38 +185,59 @@ class SentenceRewind:
         state.tool_calls.clear()
         producer = asyncio.create_task(self._produce(messages, params, queue))
         repeat = _RepeatFilter(prefix) if accepted and not self.backend.supports_prefill else None
+        ahead = _LookAhead(self.policy.rewind.lookahead_tokens)
+        pending: list[_Unit] = []  # units received, not judged yet (waiting for their look-ahead)
         try:
             while True:
-                item = await queue.get()
-                if item is _END:
+                if ahead.ended and not pending:
                     async for checked in self._tool_calls(request, state):
                         yield checked
                         if isinstance(checked, _Outcome):
                             return
                     yield _Outcome("done")
                     return
-                if isinstance(item, _Fatal):
-                    raise item.error
-                if isinstance(item, BackendError):
-                    yield _Outcome("failed", error=item, wasted_tokens=_drain_tokens(queue))
-                    return
-                if isinstance(item, Chunk):
-                    state.add_usage(item.usage)
-                    state.tool_pieces.extend(item.tool_calls)
+                if not pending or not ahead.ready(pending[0]):
+                    item = await queue.get()
+                    if item is _END:
+                        ahead.ended = True
+                        continue
+                    if isinstance(item, _Fatal):
+                        raise item.error
+                    if isinstance(item, BackendError):
+                        yield _Outcome("failed", error=item, wasted_tokens=_pending_tokens(pending, queue))
+                        return
+                    if isinstance(item, Chunk):
+                        state.add_usage(item.usage)
+                        state.tool_pieces.extend(item.tool_calls)
+                    elif isinstance(item, _Piece):
+                        ahead.add(item)
+                    else:
+                        assert isinstance(item, _Unit)
+                        if repeat is not None:
+                            item.text = repeat.filter(item.text)  # a restarted answer must not say the prefix twice
+                        pending.append(item)
                     continue
-                assert isinstance(item, _Unit)
+                item = pending.pop(0)
                 state.completion_tokens += item.tokens
-                if repeat is not None:
-                    item.text = repeat.filter(item.text)  # a restarted answer must not say the prefix twice
                 if not item.text.strip():
                     accepted.append(item)
                     continue
                 response = "".join(unit.text for unit in accepted) + item.text
+                looked = 0
                 if echo is not None and echo.found(item.text):  # the instruction itself, not an answer
                     verdict = echo.verdict(broken)
                 else:
-                    verdict = await self.judge.ajudge(request.messages, response, partial=not item.last, explain=True)
-                yield state.verdict(verdict, partial=not item.last)
+                    # judged with the continuation that follows it: an opening that leads into a violation is
+                    # rejected itself (regenerated), or refused, before it is released
+                    looked, after = (0, "") if item.last else ahead.after(item)
+                    verdict = await self.judge.ajudge(
+                        request.messages, response + after, partial=not item.last, explain=True
+                    )
+                    if verdict.violated and looked and decide(self.policy, verdict, state.budget).action in _OWN_TEXT:
+                        state.judge_cost = state.judge_cost + verdict.cost  # these act on the unit's text: judged alone
+                        verdict = await self.judge.ajudge(request.messages, response, partial=True, explain=True)
+                        looked = 0
+                yield state.verdict(verdict, partial=not item.last, lookahead=looked)
                 if not verdict.violated:
                     accepted.append(item)
                     state.budget.progress()
@@ -212,7 +246,7 @@ class SentenceRewind:
                     continue
                 decision = decide(self.policy, verdict, state.budget)
                 if decision.action == "rewind":
-                    yield _Outcome("rejected", item, verdict, decision, wasted_tokens=_drain_tokens(queue))
+                    yield _Outcome("rejected", item, verdict, decision, wasted_tokens=_pending_tokens(pending, queue))
                     return
                 if decision.action in {"redact", "flag"}:
                     if decision.action == "redact":
@@ -222,7 +256,7 @@ class SentenceRewind:
                     for event in self._release(request, accepted, released, self.policy.rewind.release_lag):
                         yield event
                     continue
-                yield _Outcome("terminal", item, verdict, decision, wasted_tokens=_drain_tokens(queue))
+                yield _Outcome("terminal", item, verdict, decision, wasted_tokens=_pending_tokens(pending, queue))
                 return
         finally:
             producer.cancel()
@@ -336,12 +370,59 @@ class _Echo:
                        rationale="the regenerated text repeats the regeneration instruction")  # fmt: skip
 
 
+#: ladder steps that act on a unit's own text: a unit whose look-ahead violates is judged alone before them
+_OWN_TEXT = frozenset({"redact", "flag"})
 #: words in a row shared with the regeneration instruction that make a unit an echo of it
 _ECHO_WORDS = 5
 
 
 def _words(text: str) -> list[str]:
     return re.findall(r"[^\W_]+", text.lower())
+
+
+class _LookAhead:
+    """The attempt's raw streamed text, so that a unit can be judged with the ``tokens`` that follow it. What
+    a unit is judged with depends only on the stream (never on how far the producer ran ahead while the judge
+    worked): the pieces after the unit's end, up to ``tokens`` of them (a piece that straddles the end counts
+    as one, from the end on)."""
+
+    def __init__(self, tokens: int) -> None:
+        self.tokens = tokens
+        self.text = ""
+        self.ends: list[int] = []  # raw text length after each piece
+        self.counts: list[int] = []  # tokens streamed after each piece, cumulative
+        self.ended = False
+
+    def add(self, piece: _Piece) -> None:
+        self.text += piece.text
+        self.ends.append(len(self.text))
+        self.counts.append((self.counts[-1] if self.counts else 0) + piece.tokens)
+
+    def _window(self, unit: _Unit) -> tuple[int, int]:
+        """(index of the first piece after the unit's end, index of the piece that completes its look-ahead:
+        ``len(ends)`` or more while the stream has not got that far)."""
+        first = bisect.bisect_right(self.ends, unit.end)
+        before = self.counts[first - 1] if first else 0
+        return first, bisect.bisect_left(self.counts, before + self.tokens, lo=first)
+
+    def ready(self, unit: _Unit) -> bool:
+        if self.tokens == 0 or unit.last or self.ended or not unit.text.strip():
+            return True
+        return self._window(unit)[1] < len(self.counts)
+
+    def after(self, unit: _Unit) -> tuple[int, str]:
+        """The look-ahead of ``unit``: (its tokens, its text); (0, '') when look-ahead is off or nothing follows."""
+        first, last = self._window(unit) if self.tokens else (0, -1)
+        last = min(last, len(self.ends) - 1)
+        if last < first:
+            return 0, ""
+        tokens = self.counts[last] - (self.counts[first - 1] if first else 0)
+        return tokens, self.text[unit.end : self.ends[last]]
+
+
+def _pending_tokens(pending: list[_Unit], queue: asyncio.Queue[object]) -> int:
+    """Tokens of the units received but never judged, and of those still queued: wasted with the attempt."""
+    return sum(unit.tokens for unit in pending) + _drain_tokens(queue)
 
 
 def _drain_tokens(queue: asyncio.Queue[object]) -> int:

@@ -80,19 +80,35 @@ class TokenRewind:
         sampling = Sampling(request.params.temperature)
         search = Sampling(max(settings.temperature, request.params.temperature or 0.0), settings.rain.top_k)
         max_new = request.params.max_tokens or 512
+        ahead = settings.lookahead_tokens  # tokens decoded past a chunk and judged with it, not yet accepted
         marks = [decoder.prompt_len]  # accepted chunk boundaries
         released = decoder.prompt_len  # ids a streaming user has seen: the floor for stepping back
         failures_at: dict[int, int] = {}
         attempt = 0
-        while not decoder.finished() and len(decoder.generated) < max_new:
-            start = len(decoder.ids)
-            new = decoder.generate(min(settings.chunk_tokens, max_new - len(decoder.generated)), sampling)
+
+        def ended() -> bool:
+            return decoder.finished() or len(decoder.generated) >= max_new
+
+        def unit_end(start: int) -> int:  # the chunk judged from ``start``: the rest is its look-ahead
+            return len(decoder.ids) if ended() else min(len(decoder.ids), start + settings.chunk_tokens)
+
+        while len(decoder.ids) > marks[-1] or not ended():
+            start = marks[-1]
+            wanted = start + settings.chunk_tokens + ahead - len(decoder.ids)
+            new = decoder.generate(max(0, min(wanted, max_new - len(decoder.generated))), sampling)
             state.completion_tokens += len(new)
-            partial = not decoder.finished() and len(decoder.generated) < max_new
+            partial = not ended()
             verdict = evaluator.evaluate(decoder, prompt, partial=partial)[0]
-            yield state.verdict(verdict, partial=partial)
+            yield state.verdict(verdict, partial=partial, lookahead=len(decoder.ids) - unit_end(start))
             while verdict.violated:
                 decision = decide(self.policy, verdict, state.budget)
+                if decision.action in {"flag", "redact"} and len(decoder.ids) > unit_end(start):
+                    # these act on the chunk's own text: its look-ahead is dropped and the chunk judged alone
+                    state.budget.extra_tokens += len(decoder.ids) - unit_end(start)
+                    decoder.truncate(unit_end(start))
+                    verdict = evaluator.evaluate(decoder, prompt, partial=not ended())[0]
+                    yield state.verdict(verdict, partial=not ended())
+                    continue
                 if decision.action in {"refuse", "raise"}:  # the Guard gives the message (or the error)
                     yield FallbackEvent(decision.action, decision.rules, decision.message)
                     return
@@ -119,7 +135,8 @@ class TokenRewind:
                 )
                 start = back_to
                 branches = decoder.fork(settings.candidates)
-                branches.grow(min(settings.chunk_tokens, max_new - len(decoder.generated)), search, distinct_first=True)
+                steps = min(settings.chunk_tokens + ahead, max_new - len(decoder.generated))
+                branches.grow(steps, search, distinct_first=True)
                 grown = sum(len(t) for t in branches.tokens)
                 state.completion_tokens += grown
                 finished = [row for row in range(branches.rows) if branches.done[row]]
@@ -128,12 +145,12 @@ class TokenRewind:
                 state.budget.extra_tokens += grown - len(branches.tokens[best])
                 verdict = verdicts[best]
                 decoder.adopt(branches, best)
-                yield state.verdict(verdict, partial=not decoder.finished())
+                yield state.verdict(verdict, partial=not ended(), lookahead=len(decoder.ids) - unit_end(start))
             state.budget.progress()
-            marks.append(len(decoder.ids))
+            marks.append(unit_end(start))
             if request.streaming:
-                released = len(decoder.ids)
-                text = emitter.delta(decoder.generated)
+                released = marks[-1]
+                text = emitter.delta(decoder.ids[decoder.prompt_len : marks[-1]])
                 if text:
                     yield TextEvent(text)
         if request.streaming:
