@@ -28,6 +28,7 @@ sys.path.insert(0, str(REPO))
 
 from guardrail import parse_policy  # noqa: E402
 from guardrail.backends.remote import OpenAIBackend  # noqa: E402
+from guardrail.evaluation import is_refusal  # noqa: E402
 from guardrail.events import FinalEvent, TextEvent  # noqa: E402
 from guardrail.guard import Guard  # noqa: E402
 from guardrail.judges import EmbeddingJudge  # noqa: E402
@@ -149,9 +150,11 @@ async def run(args: argparse.Namespace, base_url: str) -> dict[str, Any]:
             safe = await guarded(guards[f"guarded, embedding judge, {variant}"], prompt, args.max_tokens)
             plain_verdict = embedding.judge(prompt, plain["text"])
             final_verdict = embedding.judge(prompt, safe["text"])  # the judge that guarded: not independent
+            refuses = is_refusal(safe["text"], safe["fallback"])  # a grade independent of every judge
             red_rows.append(
-                {**safe, "unguarded_passes": not plain_verdict.violated, "passes": not final_verdict.violated}
-            )
+                {**safe, "unguarded_passes": not plain_verdict.violated, "passes": not final_verdict.violated,
+                 "refuses": refuses, "unguarded_refuses": is_refusal(plain["text"])}
+            )  # fmt: skip
         red_summary[variant] = {
             "prompts": len(red_rows),
             "unguarded_pass": sum(r["unguarded_passes"] for r in red_rows),
@@ -159,6 +162,8 @@ async def run(args: argparse.Namespace, base_url: str) -> dict[str, Any]:
             "rewinds": sum(r["rewinds"] for r in red_rows),
             "extra_tokens": sum(r["extra_tokens"] for r in red_rows),
             "fallbacks": sum(1 for r in red_rows if r["fallback"]),
+            "refuses": sum(r["refuses"] for r in red_rows),
+            "unguarded_refuses": sum(r["unguarded_refuses"] for r in red_rows),
             "terminated": sum(1 for r in red_rows if r["terminated"]),
             "ttft_mean": statistics.mean(r["ttft"] for r in red_rows),
             "latency_mean_guarded": statistics.mean(r["latency"] for r in red_rows),
@@ -200,14 +205,15 @@ def main() -> None:
     print("independent grade); 'ended after released text' = streamed answers cut short by a refusal (terminated):\n")
     print(
         "| variant | answers passing the judge, unguarded | guarded | rewinds | extra tokens | fallbacks | "
-        "ended after released text | time to first verified text s | mean s guarded |"
+        "ended after released text | refuse, unguarded / guarded (refusal patterns: independent) | "
+        "time to first verified text s | mean s guarded |"
     )
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for variant, red in results["redteam"].items():
         print(
             f"| {variant} | {red['unguarded_pass']}/{red['prompts']} | "
             f"{red['guarded_pass']}/{red['prompts']} | {red['rewinds']} | {red['extra_tokens']} | {red['fallbacks']} | "
-            f"{red['terminated']} | "
+            f"{red['terminated']} | {red['unguarded_refuses']} / {red['refuses']} | "
             f"{red['ttft_mean']:.2f} | {red['latency_mean_guarded']:.2f} |"
         )
     if args.json:

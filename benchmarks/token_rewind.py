@@ -11,10 +11,11 @@ Columns: wall time; language-model forward tokens and calls per committed token 
 self-evaluation suffixes; the embedding judge's MiniLM forwards are not LM forwards and are not counted);
 peak extra memory (RSS); rewinds; whether the final answer passes the embedding judge.
 
-The reference design is modelled by counting what it would process for the same number of simulations: each
-simulation expands its leaf into q candidates and rolls one out without a KV cache (every new token re-reads its
-whole context), then runs the ~1k-token few-shot evaluation prompt plus the conversation, uncached, in both
-option orders. Only the RAIN row with self-evaluation compares like with like (the same kind of evaluation).
+The reference design is modelled by counting what it would process for the same number of simulations (one
+per expansion, as it counts them): each simulation reads the leaf's context once, grows q candidates and rolls
+one out on that KV cache (its code reuses the cache in those loops), then runs the ~1k-token few-shot evaluation
+prompt plus the conversation, uncached, in both option orders. Only the RAIN row with self-evaluation compares
+like with like (the same kind of evaluation).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ import torch  # noqa: E402
 
 from guardrail import parse_policy  # noqa: E402
 from guardrail.backends.local import LocalBackend  # noqa: E402
+from guardrail.evaluation import is_refusal  # noqa: E402
 from guardrail.guard import Guard  # noqa: E402
 from guardrail.judges import EmbeddingJudge  # noqa: E402
 from guardrail.policy import load_policy  # noqa: E402
@@ -98,7 +100,8 @@ def plain(backend: LocalBackend, prompt: str, max_tokens: int, cached: bool) -> 
 class CountingRain(rain.RainSearch):
     """RainSearch that also counts what the reference design would process for the same simulations."""
 
-    reference_tokens = 0
+    reference_tokens = 0  # the reference's candidate and rollout loops reusing their KV cache (like for like)
+    reference_uncached = 0  # the same loops charged as if every token re-read its context (the older model)
     simulations_total = 0
 
     def _expand(self, node: rain.Node, root: rain.Node) -> int:
@@ -107,18 +110,21 @@ class CountingRain(rain.RainSearch):
         settings = self.settings
         length = settings.token_set_lengths[min(node.level, len(settings.token_set_lengths) - 1)]
         rollout = 12  # tokens to the end of a phrase, a typical rollout
-        # one reference simulation: expand the leaf into q candidates without a KV cache (each token re-reads
-        # its context, batched or not), roll one out the same way, judge it in both orders from scratch
-        expansion = settings.q * sum(context + i for i in range(length))
-        rollout_tokens = sum(context + length + i for i in range(rollout))
+        # one reference simulation: the leaf's context read once, q candidates of `length` tokens and one rollout
+        # grown on that KV cache, then the ~1k-token evaluation prompt plus the conversation, uncached, twice
         evaluation = 2 * (REFERENCE_EVAL_PROMPT + context + length + rollout)
-        CountingRain.reference_tokens += done * (expansion + rollout_tokens + evaluation)
+        cached = context + settings.q * length + rollout + evaluation
+        uncached = settings.q * sum(context + i for i in range(length)) + sum(
+            context + length + i for i in range(rollout)
+        )
+        CountingRain.reference_tokens += done * cached
+        CountingRain.reference_uncached += done * (uncached + evaluation)
         CountingRain.simulations_total += done
         return done
 
 
 def guarded(guard: Guard, prompt: str, max_tokens: int, judge: EmbeddingJudge) -> dict[str, Any]:
-    CountingRain.reference_tokens = CountingRain.simulations_total = 0
+    CountingRain.reference_tokens = CountingRain.reference_uncached = CountingRain.simulations_total = 0
     with PeakMemory() as memory:
         started = time.perf_counter()
         result = guard.invoke(prompt, max_tokens=max_tokens, temperature=0, seed=0)
@@ -129,8 +135,10 @@ def guarded(guard: Guard, prompt: str, max_tokens: int, judge: EmbeddingJudge) -
     return {"wall": wall, "committed": committed, "lm_tokens": lm_tokens, "lm_calls": lm_calls,
             "memory": memory.extra_mb, "rewinds": len(result.rewinds), "text": result.text,
             "passes": not judge.judge(prompt, result.text).violated, "fallback": result.fallback is not None,
+            "refuses": is_refusal(result.text, result.fallback.action if result.fallback else None),
             "simulations": CountingRain.simulations_total,
-            "reference_tokens": CountingRain.reference_tokens}  # fmt: skip
+            "reference_tokens": CountingRain.reference_tokens,
+            "reference_uncached": CountingRain.reference_uncached}  # fmt: skip
 
 
 def main() -> None:
@@ -186,9 +194,10 @@ def main() -> None:
         print(
             "| mode | prompts | wall s (mean) | s per committed token | x cached generate | LM forward tokens / "
             "committed token | LM calls / committed token | peak extra MB | rewinds | ended in fallback | "
-            "final passes the embedding judge (* = the judge that guarded it: not an independent grade) |"
+            "final passes the embedding judge (* = the judge that guarded it: not an independent grade) | "
+            "refuses (refusal patterns: independent of every judge) |"
         )
-        print("|---|---|---|---|---|---|---|---|---|---|---|")
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|")
         for mode, rows in per_mode.items():
             committed = sum(r["committed"] for r in rows)
             per_token = sum(r["wall"] for r in rows) / committed
@@ -198,18 +207,21 @@ def main() -> None:
                 f"{per_token / base_per_token:.1f} | {sum(r['lm_tokens'] for r in rows) / committed:.1f} | "
                 f"{sum(r['lm_calls'] for r in rows) / committed:.1f} | {max(r['memory'] for r in rows):.0f} | "
                 f"{sum(r['rewinds'] for r in rows)} | {sum(1 for r in rows if r.get('fallback'))} | "
-                f"{passes}/{len(rows)}{' *' if 'embedding judge' in mode else ''} |"
+                f"{passes}/{len(rows)}{' *' if 'embedding judge' in mode else ''} | "
+                f"{sum(1 for r in rows if r.get('refuses', is_refusal(r['text'])))}/{len(rows)} |"
             )
         for mode, rows in per_mode.items():
             if mode.startswith("RAIN search"):  # not "plain generate, uncached (RAIN's baseline)"
                 committed = sum(r["committed"] for r in rows)
                 ours = sum(r["lm_tokens"] for r in rows) / committed
                 reference = sum(r["reference_tokens"] for r in rows) / committed
+                uncached = sum(r["reference_uncached"] for r in rows) / committed
                 sims = sum(r["simulations"] for r in rows) / committed
                 print(
                     f"\n{mode}: {sims:.1f} simulations per committed token; the reference design would process "
-                    f"{reference:,.0f} LM tokens per committed token, this search {ours:,.0f} "
-                    f"({reference / ours:.0f}x fewer)"
+                    f"{reference:,.0f} LM tokens per committed token with its KV reuse (like for like: "
+                    f"{reference / ours:.1f}x fewer here; {uncached:,.0f} if its loops were uncached), "
+                    f"this search {ours:,.0f}"
                 )
     if args.json:
         args.json.write_text(json.dumps(results, indent=2, default=str) + "\n")

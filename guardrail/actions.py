@@ -7,17 +7,19 @@ the same rules and the same budget (rewinds, extra tokens, added latency).
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from guardrail.judges.verdict import Verdict
 from guardrail.policy import Policy, Rule
 from guardrail.policy.schema import DEFAULT_REFUSAL
 
-__all__ = ["Budget", "Decision", "decide", "redact"]
+__all__ = ["ACTS_ON_OWN_TEXT", "Budget", "Decision", "decide", "lookahead_verdict", "redact"]
 
 _SEVERITY = {"critical": 0, "high": 1, "medium": 2, "low": 3}
 ActionName = Literal["rewind", "refuse", "redact", "flag", "raise"]
+#: ladder steps that act on a unit's own text: a unit whose look-ahead violates goes by its verdict alone there
+ACTS_ON_OWN_TEXT = frozenset({"redact", "flag"})
 
 
 @dataclass(frozen=True)
@@ -116,3 +118,14 @@ def redact(text: str, verdict: Verdict, replacement: str, offset: int = 0) -> st
         cursor = end
     out.append(text[cursor:])
     return "".join(out)
+
+
+def lookahead_verdict(
+    policy: Policy, budget: Budget, alone: Verdict | None, trajectory: Verdict, tokens: int
+) -> Verdict | None:
+    """The verdict on a unit judged alone and with the ``tokens`` of continuation after it (the look-ahead):
+    the trajectory's when it violates and the ladder's next step is not one that acts on the unit's own text
+    (its rationale then says so), else the unit's own. None: ``alone`` is needed and was not given."""
+    if trajectory.violated and decide(policy, trajectory, budget).action not in ACTS_ON_OWN_TEXT:
+        return replace(trajectory, rationale=f"its continuation ({tokens} tokens) violates: {trajectory.rationale}")
+    return alone

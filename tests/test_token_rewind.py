@@ -249,3 +249,18 @@ def test_token_lookahead_rejects_a_chunk_whose_continuation_violates(tiny: tuple
     final = events[-1]
     assert isinstance(final, FinalEvent) and streamed == final.result.text and needle not in streamed
     assert not streamed.startswith(opening + needle)
+
+
+def test_token_lookahead_keeps_greedy_decoding_exact(tiny: tuple[Any, Any]) -> None:
+    # every chunk is judged with its look-ahead and alone (the cache cropped, judged, the look-ahead fed back):
+    # when nothing is rejected, the answer is token for token the one decoded without a look-ahead
+    model, tokenizer = tiny
+    backend = LocalBackend(model, tokenizer)
+    answers, calls = [], []
+    for lookahead in (0, 5):
+        policy = parse_policy(POLICY + f"rewind: {{chunk_tokens: 4, lookahead_tokens: {lookahead}}}\n")
+        judge = RejectText("\x00never", policy)
+        answers.append(Guard(policy, backend, judge=judge).invoke("Hi", max_tokens=20, temperature=0).text)
+        calls.append(judge.calls)
+    assert answers[0] == answers[1] and answers[0].strip()
+    assert calls == [5, 7]  # 5 chunks of 4; with the look-ahead 3 chunks judged twice, then the last 8 tokens

@@ -21,7 +21,7 @@ import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 
-from guardrail.actions import Decision, decide, redact
+from guardrail.actions import Decision, decide, lookahead_verdict, redact
 from guardrail.backends.base import Chunk, GenerationParams, Message, StreamingBackend
 from guardrail.errors import BackendError
 from guardrail.events import Event, FallbackEvent, TextEvent
@@ -227,16 +227,8 @@ class SentenceRewind:
                 if echo is not None and echo.found(item.text):  # the instruction itself, not an answer
                     verdict = echo.verdict(broken)
                 else:
-                    # judged with the continuation that follows it: an opening that leads into a violation is
-                    # rejected itself (regenerated), or refused, before it is released
                     looked, after = (0, "") if item.last else ahead.after(item)
-                    verdict = await self.judge.ajudge(
-                        request.messages, response + after, partial=not item.last, explain=True
-                    )
-                    if verdict.violated and looked and decide(self.policy, verdict, state.budget).action in _OWN_TEXT:
-                        state.judge_cost = state.judge_cost + verdict.cost  # these act on the unit's text: judged alone
-                        verdict = await self.judge.ajudge(request.messages, response, partial=True, explain=True)
-                        looked = 0
+                    verdict, looked = await self._judge_unit(request, state, response, after, looked, item.last)
                 yield state.verdict(verdict, partial=not item.last, lookahead=looked)
                 if not verdict.violated:
                     accepted.append(item)
@@ -262,6 +254,28 @@ class SentenceRewind:
             producer.cancel()
             with contextlib.suppress(asyncio.CancelledError, BackendError):
                 await producer
+
+    async def _judge_unit(
+        self, request: Request, state: RunState, response: str, after: str, looked: int, last: bool
+    ) -> tuple[Verdict, int]:
+        """The verdict on a unit (``response`` ends with it) and the look-ahead tokens it stands on.
+
+        With a look-ahead, the unit is judged alone and with the continuation that follows it (both at once):
+        a unit that violates alone is rejected as ever; one whose trajectory violates is rejected too (an
+        opening that leads into a violation is regenerated, or refused, before it is released). Judging it
+        alone as well keeps the guard as strict as without a look-ahead: text after a unit could lower its
+        score. Ladder steps that act on the unit's own text (redact, flag) go by the verdict on it alone."""
+        if not after:
+            return await self.judge.ajudge(request.messages, response, partial=not last, explain=True), 0
+        alone, trajectory = await asyncio.gather(
+            self.judge.ajudge(request.messages, response, partial=True, explain=True),
+            self.judge.ajudge(request.messages, response + after, partial=True, explain=True),
+        )
+        verdict = alone if alone.violated else lookahead_verdict(self.policy, state.budget, alone, trajectory, looked)
+        assert verdict is not None
+        other = alone if verdict is not alone else trajectory
+        state.judge_cost = state.judge_cost + other.cost  # the verdict's own cost is counted with its event
+        return verdict, looked
 
     async def _tool_calls(self, request: Request, state: RunState) -> AsyncIterator[Event | _Outcome]:
         """Merge the attempt's tool-call pieces and judge their arguments; a violation takes the ladder's step:
@@ -370,8 +384,6 @@ class _Echo:
                        rationale="the regenerated text repeats the regeneration instruction")  # fmt: skip
 
 
-#: ladder steps that act on a unit's own text: a unit whose look-ahead violates is judged alone before them
-_OWN_TEXT = frozenset({"redact", "flag"})
 #: words in a row shared with the regeneration instruction that make a unit an echo of it
 _ECHO_WORDS = 5
 

