@@ -32,6 +32,7 @@ __all__ = [
     "eval_sets",
     "in_validation_split",
     "load_training_rows",
+    "multilingual_sets",
     "prefix",
     "prefix_rows",
     "steered",
@@ -173,3 +174,17 @@ def eval_sets(shared: Path = SHARED) -> dict[str, list[dict[str, Any]]]:
         for r in _jsonl(folder / "toxicchat_test.jsonl")
     ]
     return sets
+
+
+def multilingual_sets() -> dict[str, list[dict[str, Any]]]:
+    """Our Korean / Chinese set (benchmarks/data/multilingual.jsonl) with its English originals, by language:
+    31 (question, answer) pairs, 16 unsafe, adapted from our validation split (a few answers rewritten to be
+    clear-cut, two pairs written) and translated by hand; labels by construction. Never trained or chosen on."""
+    rows = _jsonl(REPO / "benchmarks" / "data" / "multilingual.jsonl")
+    return {
+        f"multilingual (ours) {lang}": [
+            {"question": r["question"], "answer": r["answer"], "unsafe": r["unsafe"]} for r in rows
+            if r["language"] == lang
+        ]
+        for lang in ("en", "ko", "zh")
+    }  # fmt: skip

@@ -76,7 +76,13 @@ def measure(judge: Any, rows: list[dict[str, Any]], threshold: float, *, prefixe
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--judges", nargs="+", default=["embedding"], choices=["embedding", "self"])
+    parser.add_argument(
+        "--judges",
+        nargs="+",
+        default=["embedding"],
+        choices=["embedding", "embedding-english", "self"],
+        help="embedding-english: the embedding judge with judge.multilingual off (MiniLM's head for every answer)",
+    )
     parser.add_argument("--policy", default="harmless")
     parser.add_argument("--limit", type=int, default=None, help="rows per set (stratified)")
     parser.add_argument("--self-limit", type=int, default=60, help="rows per set for self-evaluation (slow)")
@@ -88,6 +94,7 @@ def main() -> None:
     rows = judge_data.load_training_rows()
     sets = {"validation (ours)": [r for r in rows if judge_data.in_validation_split(r["question"])]}
     sets.update(judge_data.eval_sets())
+    sets.update(judge_data.multilingual_sets())
     policy = load_policy(args.policy)
     threshold = policy.threshold_for(policy.checked_rules()[0])
     report: dict[str, Any] = {"threshold": threshold, "results": {}}
@@ -98,7 +105,11 @@ def main() -> None:
             from guardrail.presets import make_backend
 
             backend = make_backend(None)
-        judge = resolve_judge(policy, backend, kind)
+        if kind == "embedding-english":
+            english = policy.model_copy(update={"judge": policy.judge.model_copy(update={"multilingual": "off"})})
+            judge = resolve_judge(english, None, "embedding")
+        else:
+            judge = resolve_judge(policy, backend, kind)
         load_s = time.perf_counter() - started
         for name, set_rows in sets.items():
             chosen = sample(set_rows, min(limit or 10**9, args.self_limit) if kind == "self" else limit)

@@ -160,7 +160,12 @@ def main() -> None:
     backend = LocalBackend()
     harmless = load_policy("harmless")
     judge = EmbeddingJudge(harmless)
-    verify = parse_policy("name: verify\nextends: harmless\nrewind: {mode: token, strategy: verify}\n")
+    verify = parse_policy(
+        "name: verify\nextends: harmless\nrewind: {mode: token, strategy: verify, lookahead_tokens: 0}\n"
+    )
+    ahead = parse_policy(
+        "name: ahead\nextends: harmless\nrewind: {mode: token, strategy: verify, lookahead_tokens: 16}\n"
+    )
     rain_policy = parse_policy("name: rain\nextends: harmless\nrewind: {mode: token, strategy: rain}\n")
 
     def run_guard(policy: Any, prompt: str, value: EmbeddingJudge | str) -> dict[str, Any]:
@@ -170,6 +175,7 @@ def main() -> None:
         "plain generate, cached": lambda p: plain(backend, p, args.max_tokens, True),
         "plain generate, uncached (RAIN's baseline)": lambda p: plain(backend, p, args.max_tokens, False),
         "fast path (verify), embedding judge": lambda p: run_guard(verify, p, judge),
+        "fast path (verify) + look-ahead 16, embedding judge": lambda p: run_guard(ahead, p, judge),
         "RAIN search, embedding judge as value": lambda p: run_guard(rain_policy, p, judge),
         # named explicitly: by default the embedded model, which cannot judge itself, gets the embedding judge
         "RAIN search, self-evaluation as value": lambda p: run_guard(rain_policy, p, "self"),

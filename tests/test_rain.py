@@ -97,4 +97,3 @@ def test_a_rejected_commit_is_never_grown_again() -> None:
     node.rejected.add((7,))
     rows = SimpleNamespace(tokens=[[7], [5], [9], [9]])
     assert rain.RainSearch._unique_rows(None, rows, node) == [2]  # type: ignore[arg-type]
-

@@ -239,7 +239,7 @@ def test_token_lookahead_rejects_a_chunk_whose_continuation_violates(tiny: tuple
         return list(Guard(policy, backend, judge=judge).stream("Hi", max_tokens=16, temperature=0)), judge
 
     plain_events, _ = run(0)
-    assert [e.text for e in plain_events if isinstance(e, TextEvent)][0] == opening  # released before the needle
+    assert next(e.text for e in plain_events if isinstance(e, TextEvent)) == opening  # released before the needle
     events, judge = run(4)
     verdicts = [e for e in events if isinstance(e, VerdictEvent)]
     assert verdicts[0].verdict.violated and verdicts[0].lookahead == 4 and judge.hits >= 1

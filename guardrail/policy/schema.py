@@ -414,6 +414,12 @@ class JudgeSettings(StrictModel):
         description="The embedding judge scores the pending calls of concurrent requests together; after the "
         "first call it waits this long for more (0: takes what is pending, and batches grow with load).",
     )
+    multilingual: Literal["auto", "off"] = Field(
+        "auto",
+        description="The embedding judge's built-in heads: 'auto' scores answers not in English (Korean, Chinese, "
+        "Spanish, ...) with the multilingual head (multilingual-e5-small) instead of the English-only MiniLM "
+        "head; 'off' scores every answer with the MiniLM head.",
+    )
 
     @field_validator("threshold", "cascade_low", "cascade_high")
     @classmethod
