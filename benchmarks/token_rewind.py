@@ -148,6 +148,7 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=48)
     parser.add_argument("--self-prompts", type=int, default=2, help="prompts for RAIN with self-evaluation")
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--modes", nargs="+", help="run only the modes whose name contains one of these")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     self_sets = {"benign", "red-team"}
@@ -164,7 +165,7 @@ def main() -> None:
         "name: verify\nextends: harmless\nrewind: {mode: token, strategy: verify, lookahead_tokens: 0}\n"
     )
     ahead = parse_policy(
-        "name: ahead\nextends: harmless\nrewind: {mode: token, strategy: verify, lookahead_tokens: 16}\n"
+        "name: ahead\nextends: harmless\nrewind: {mode: token, strategy: verify, lookahead_tokens: 32}\n"
     )
     rain_policy = parse_policy("name: rain\nextends: harmless\nrewind: {mode: token, strategy: rain}\n")
 
@@ -175,11 +176,13 @@ def main() -> None:
         "plain generate, cached": lambda p: plain(backend, p, args.max_tokens, True),
         "plain generate, uncached (RAIN's baseline)": lambda p: plain(backend, p, args.max_tokens, False),
         "fast path (verify), embedding judge": lambda p: run_guard(verify, p, judge),
-        "fast path (verify) + look-ahead 16, embedding judge": lambda p: run_guard(ahead, p, judge),
+        "fast path (verify) + look-ahead 32, embedding judge": lambda p: run_guard(ahead, p, judge),
         "RAIN search, embedding judge as value": lambda p: run_guard(rain_policy, p, judge),
         # named explicitly: by default the embedded model, which cannot judge itself, gets the embedding judge
         "RAIN search, self-evaluation as value": lambda p: run_guard(rain_policy, p, "self"),
     }  # fmt: skip
+    if args.modes:  # the cached baseline always runs: every ratio is against it
+        modes = {k: v for k, v in modes.items() if k == "plain generate, cached" or any(m in k for m in args.modes)}
     red = [json.loads(line)["prompt"] for line in ADVBENCH.read_text().splitlines()[: args.redteam]]
     sets = {"benign": BENIGN[: args.benign], "red-team": red}
     plain(backend, "Warm up.", 4, True)
@@ -223,6 +226,9 @@ def main() -> None:
                 reference = sum(r["reference_tokens"] for r in rows) / committed
                 uncached = sum(r["reference_uncached"] for r in rows) / committed
                 sims = sum(r["simulations"] for r in rows) / committed
+                if not ours:
+                    print(f"\n{mode}: no answer was committed by the search (every one ended in the fallback)")
+                    continue
                 print(
                     f"\n{mode}: {sims:.1f} simulations per committed token; the reference design would process "
                     f"{reference:,.0f} LM tokens per committed token with its KV reuse (like for like: "

@@ -36,9 +36,11 @@ rules:
     criterion: The response says the forbidden word.
 rewind: {max_failures_per_position: 5}
 """
+# the unit-by-unit mechanics are tested without the look-ahead (default 32 tokens); it has tests of its own
+NO_BAD = NO_BAD.replace("{max_failures_per_position: 5}", "{max_failures_per_position: 5, lookahead_tokens: 0}")
 
 
-LAG0 = NO_BAD.replace("{max_failures_per_position: 5}", "{max_failures_per_position: 5, release_lag: 0}")
+LAG0 = NO_BAD.replace("max_failures_per_position: 5,", "max_failures_per_position: 5, release_lag: 0,")
 
 
 def policy(extra: str = "") -> Any:
@@ -77,7 +79,7 @@ def test_rejected_sentence_is_regenerated_and_never_released() -> None:
 
 def test_resample_gives_no_critique() -> None:
     backend = ScriptedBackend(["BAD start.", "Clean start."])
-    pol = parse_policy(NO_BAD.replace("rewind: {max_failures_per_position: 5}", "rewind: {regeneration: resample}"))
+    pol = parse_policy(NO_BAD.replace("max_failures_per_position: 5,", "regeneration: resample,"))
     assert Guard(pol, backend).invoke("hi").text == "Clean start."
     assert backend.calls[1] == backend.calls[0]  # same messages, new temperature and seed
     assert backend.params[1].seed == 1
@@ -198,7 +200,7 @@ class _SpyJudge(PatternJudge):
 
 def lookahead_policy(tokens: int, extra: str = "") -> Any:
     rewind = f"max_failures_per_position: 1, release_lag: 0, lookahead_tokens: {tokens}"
-    return parse_policy(NO_BAD.replace("max_failures_per_position: 5", rewind) + extra)
+    return parse_policy(NO_BAD.replace("max_failures_per_position: 5, lookahead_tokens: 0", rewind) + extra)
 
 
 def test_lookahead_rejects_a_harmless_opening_before_it_is_released() -> None:
@@ -416,7 +418,7 @@ def test_a_regeneration_that_repeats_the_critique_is_rejected_and_never_released
     assert len([e for e in events if isinstance(e, RewindEvent)]) == 2
     # "resample" names no rule to the model: nothing to echo, the same text is judged as usual
     backend = ScriptedBackend(["Good one. BAD two.", echo, "Fine two."])
-    resample = parse_policy(NO_BAD.replace("{max_failures_per_position: 5}", "{regeneration: resample}"))
+    resample = parse_policy(NO_BAD.replace("max_failures_per_position: 5,", "regeneration: resample,"))
     resampled = texts(list(Guard(resample, backend).stream("hi")))
     assert resampled == "Good one. " + echo
 

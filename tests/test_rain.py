@@ -72,13 +72,13 @@ def test_values_are_votes_unless_soft(tiny: tuple[Any, Any]) -> None:
     assert search(tiny, "{value: soft}")._value(Verdict(0.3, False, ())) == pytest.approx(0.4)
 
 
-def test_one_simulation_judges_the_most_probable_children_and_an_added_child_gets_its_share(
+def test_an_expansion_judges_the_most_probable_children_and_an_added_child_gets_its_share(
     tiny: tuple[Any, Any],
 ) -> None:
     s = search(tiny, "{q: 5, evaluated_children: 2}")
     root = rain.Node([], level=0)
-    assert s._expand(root, root) == 1 and s.simulations == 1  # one simulation, not q
-    assert len(root.children) == 5 and root.real_visits == 1
+    assert s._expand(root, root) == 2 and s.simulations == 2  # the two judged children, not q
+    assert len(root.children) == 5 and root.real_visits == 2
     judged = [c for c in root.children if c.visits]
     assert len(judged) == 2
     assert min(c.likelihood for c in judged) >= max(c.likelihood for c in root.children if not c.visits)

@@ -284,11 +284,13 @@ class RainSettings(StrictModel):
     max_children: int = Field(20, ge=1, description="Cap on children after dynamic node addition.")
     top_k: int = Field(15, ge=1, description="Sampling pool for deeper candidates.")
     evaluated_children: int = Field(
-        3,
+        10,
         ge=1,
         le=64,
         description="Children of an expansion rolled out and judged at once, the most probable first (the rest "
-        "are judged when the search visits them); their prior-weighted mean is the simulation's value of the leaf.",
+        "are judged when the search visits them); each is one simulation. 10 (= q, all of them): judging 3 "
+        "committed benign answers faster but made red-team searches run to T_max far more often "
+        "(docs/benchmarks.md).",
     )
     value: Literal["vote", "soft"] = Field(
         "vote",
@@ -357,11 +359,12 @@ class RewindSettings(StrictModel):
         0,
         ge=0,
         le=256,
-        description="Judge each unit together with the next this many tokens of the answer's own continuation "
-        "(sentence mode: the same stream, read on; token mode, verify: decoded on the same cache), and reject "
-        "the unit when that trajectory violates, so a harmful turn is caught before its harmless-looking "
-        "opening is released. Costs no extra tokens, only that many tokens of delay before a unit is released. "
-        "0: judge each unit alone.",
+        description="Judge each unit alone and together with the next this many tokens of the answer's own "
+        "continuation (sentence mode: the same stream, read on; token mode, verify: decoded on the same cache), "
+        "and reject the unit when that trajectory violates, so a harmful turn is caught before its "
+        "harmless-looking opening is released. 32 is recommended where answers must not end in an apology after "
+        "released text (measured on red-team prompts, docs/benchmarks.md: 6 -> 2 of 40); it delays the first "
+        "verified text by that many tokens. 0 (the default): judge each unit alone, release it at once.",
     )
     temperature: float = Field(0.8, ge=0, le=2, description="Sampling temperature of regenerations.")
     rain: RainSettings = Field(default_factory=RainSettings)

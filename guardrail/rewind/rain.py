@@ -11,20 +11,19 @@ A node is a token set; the committed answer grows one token set at a time, each 
   search visits them): roll each out (temperature 1) to the end of a phrase (``, . ? : ;`` or a newline), then
   judge the whole response so far; value v = +1 / -1 / 0 for pass / violation / undecided (the reference's hard
   votes; ``value: soft`` gives 1 - 2 * P(violation));
-- **back up**: each judged child gets its v as one visit; their prior-weighted mean is the simulation's value of
-  the leaf, backed up along the path (visit counts, running-mean Q); similar siblings share it (cosine of MiniLM
-  embeddings of the text from the node to the end of its rollouts >= ``similarity``: N += gamma * cos, Q moves
-  toward v by that weight);
+- **back up** each judged child's v (one simulation each, as the reference's one rollout) along the path
+  (visit counts, running-mean Q); similar siblings share it (cosine of MiniLM embeddings of the text from the
+  node to the end of its rollouts >= ``similarity``: N += gamma * cos, Q moves toward v by that weight);
 - **dynamic node addition**: when every child of a node has Q < 0 and their embeddings are too alike, one more
   child is sampled (up to ``max_children``), its prior its share of the siblings' probability;
-- **commit** the most visited root child (ties by Q) as soon as, after any simulation, it has more than
+- **commit** the most visited root child (ties by Q) as soon as, after any expansion, it has more than
   ``t_min`` visits with Q > ``v``; else after ``t_max`` visits (reused visits count) with at least
   ``min_new_simulations`` new simulations; its subtree is reused as the new root. A committed token set is
   verified by the judge before it is released; one it rejects is pruned and never grown again at that point.
 
 Where it is fast: one KV cache for the committed answer, paths fed by teacher forcing and cropped off after
-each simulation, the children of an expansion grown, rolled out and judged in one batch (one simulation, as in
-the reference), self-evaluation on the cache (suffix tokens only), identical texts judged once.
+each simulation, the children of an expansion grown, rolled out and judged in one batch (the judged ones
+count as that many simulations), self-evaluation on the cache (suffix tokens only), identical texts judged once.
 """
 
 from __future__ import annotations
@@ -150,9 +149,9 @@ class RainSearch:
         return spread < _ADD_VARIANCE
 
     def _expand(self, node: Node, root: Node) -> int:
-        """One simulation at the leaf ``node``: grow its children (or one more), roll out and judge the most
-        probable ``evaluated_children`` of them in one batch; each gets its value, and their prior-weighted mean
-        is backed up from ``node`` as the simulation's one visit. Returns 1, or 0 when nothing new grew."""
+        """Expand the leaf ``node``: grow its children (or one more), roll out and judge the most probable
+        ``evaluated_children`` of them in one batch, each a simulation whose value is backed up from the child
+        to the root. Returns the simulations done (0 when nothing new grew)."""
         decoder = self.decoder
         base = len(decoder.ids)
         path = node.path()
@@ -198,10 +197,8 @@ class RainSearch:
             values = [self._value(verdict) for verdict in verdicts]
             self._embed_children(children, path, branches)
             for child, value in zip(children, values, strict=True):
-                self._visit(child, value)
-            weight = sum(child.prior for child in children) or 1.0
-            self._backup(node, sum(child.prior * value for child, value in zip(children, values, strict=True)) / weight)
-            return 1
+                self._backup(child, value)
+            return len(children)
         finally:
             decoder.truncate(base)
 
@@ -236,20 +233,17 @@ class RainSearch:
             owner.absorb(embedding)
 
     def _backup(self, leaf: Node, value: float) -> None:
-        """One simulation's value, from ``leaf`` up to the root."""
+        """One simulation's value (one rollout, judged), from ``leaf`` up to the root."""
         self.simulations += 1
         node: Node | None = leaf
         while node is not None:
-            self._visit(node, value)
+            node.visits += 1
+            node.real_visits += 1
+            node.q += (value - node.q) / node.visits
+            self.q_min, self.q_max = min(self.q_min, node.q), max(self.q_max, node.q)
+            if node.parent is not None:
+                self._share(node, value)
             node = node.parent
-
-    def _visit(self, node: Node, value: float) -> None:
-        node.visits += 1
-        node.real_visits += 1
-        node.q += (value - node.q) / node.visits
-        self.q_min, self.q_max = min(self.q_min, node.q), max(self.q_max, node.q)
-        if node.parent is not None:
-            self._share(node, value)
 
     def _share(self, node: Node, value: float) -> None:
         """RAIN's similarity update: siblings whose text is alike get fractional credit for ``value``."""
@@ -278,8 +272,9 @@ class RainSearch:
 
     def _choose(self, root: Node) -> Node | None:
         """Simulate until the most visited child has more than T_min visits with Q > V (tested after every
-        simulation, as the reference does), or T_max visits (reused ones count) with at least
-        ``min_new_simulations`` new simulations; the most visited child (ties by Q) is committed."""
+        expansion, i.e. every ``evaluated_children`` simulations at most; the reference tests after each one),
+        or T_max visits (reused ones count) with at least ``min_new_simulations`` new simulations; the most
+        visited child (ties by Q) is committed."""
         settings = self.settings
         fresh = attempts = 0
         while True:
@@ -293,7 +288,7 @@ class RainSearch:
             done = self._simulate(root)
             if done == 0 and not root.children:
                 return None
-            fresh += 1
+            fresh += max(done, 1)
 
     def events(self) -> Iterator[Event]:
         decoder, request, state = self.decoder, self.request, self.state
