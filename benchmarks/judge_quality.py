@@ -87,6 +87,7 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=None, help="rows per set (stratified)")
     parser.add_argument("--self-limit", type=int, default=60, help="rows per set for self-evaluation (slow)")
     parser.add_argument("--quick", action="store_true", help="200 rows a set")
+    parser.add_argument("--sets", nargs="+", help="only the sets whose name contains one of these")
     parser.add_argument("--out", type=Path, help="write the report as JSON")
     args = parser.parse_args()
     limit = 200 if args.quick else args.limit
@@ -95,6 +96,8 @@ def main() -> None:
     sets = {"validation (ours)": [r for r in rows if judge_data.in_validation_split(r["question"])]}
     sets.update(judge_data.eval_sets())
     sets.update(judge_data.multilingual_sets())
+    if args.sets:
+        sets = {name: rows for name, rows in sets.items() if any(part in name for part in args.sets)}
     policy = load_policy(args.policy)
     threshold = policy.threshold_for(policy.checked_rules()[0])
     report: dict[str, Any] = {"threshold": threshold, "results": {}}

@@ -93,9 +93,8 @@ def train_head(data: Features, args: argparse.Namespace, hidden: int, seed: int)
     return head.eval()
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, default=REPO / "guardrail" / "judges" / "heads" / "harmless.safetensors")
+def add_training_arguments(parser: argparse.ArgumentParser) -> None:
+    """The head's training settings (shared with scripts/train_multilingual_head.py)."""
     parser.add_argument("--hidden", type=int, nargs="+", default=[256, 512], help="MLP widths to choose among")
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--lr", type=float, default=1e-3)
@@ -105,11 +104,17 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--steer-share", type=float, default=0.1)
     parser.add_argument("--min-unsafe", type=float, default=0.5, help="share of an unsafe answer that makes it unsafe")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--limit", type=int, default=0, help="use only this many answers per split (smoke runs)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=REPO / "guardrail" / "judges" / "heads" / "harmless.safetensors")
+    add_training_arguments(parser)
     parser.add_argument(
         "--alarming-weight", type=float, default=0.0, help="weight of benchmarks/alarming_benign.py (0: left out)"
     )
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--limit", type=int, default=0, help="use only this many answers per split (smoke runs)")
     args = parser.parse_args()
 
     random.seed(args.seed)

@@ -33,7 +33,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 sys.path.insert(0, str(REPO / "scripts"))
 
 import judge_data  # noqa: E402
-from train_embedding_head import report, train_head  # noqa: E402
+from train_embedding_head import add_training_arguments, report, train_head  # noqa: E402
 
 from guardrail.judges import metrics  # noqa: E402
 from guardrail.judges.multilingual import ANSWER_CHARS, QUESTION_CHARS, E5Encoder  # noqa: E402
@@ -90,17 +90,7 @@ def main() -> None:
     parser.add_argument(
         "--out", type=Path, default=REPO / "guardrail" / "judges" / "heads" / "harmless_multilingual.safetensors"
     )
-    parser.add_argument("--hidden", type=int, nargs="+", default=[256, 512], help="MLP widths to choose among")
-    parser.add_argument("--epochs", type=int, default=30)
-    parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--weight-decay", type=float, default=0.01)
-    parser.add_argument("--dropout", type=float, default=0.1)
-    parser.add_argument("--pos-weight", type=float, default=2.0)
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--steer-share", type=float, default=0.1)
-    parser.add_argument("--min-unsafe", type=float, default=0.5)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--limit", type=int, default=0, help="use only this many answers per split (smoke runs)")
+    add_training_arguments(parser)
     parser.add_argument(
         "--max-examples", type=int, default=9000, help="train on a random sample of this many examples (e5 is slow)"
     )

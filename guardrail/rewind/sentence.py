@@ -154,7 +154,7 @@ class SentenceRewind:
                 produced += piece_tokens
                 if chunk.usage or chunk.tool_calls:
                     await queue.put(chunk)
-                if chunk.text:
+                if chunk.text and self.policy.rewind.lookahead_tokens:
                     await queue.put(_Piece(chunk.text, chunk.tokens or 1))
                 for text in buffer.feed(chunk.text):
                     end += len(text)
