@@ -16,7 +16,6 @@ Features: the e5 passage embedding of the question's start and the answer's end 
 from __future__ import annotations
 
 import json
-import re
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -30,27 +29,14 @@ __all__ = ["ANSWER_CHARS", "QUESTION_CHARS", "E5Encoder", "needs_multilingual"]
 QUESTION_CHARS = 200
 ANSWER_CHARS = 400
 
-_WORD = re.compile(r"[^\W\d_]+")
-#: English function words: ordinary English prose is about 40 % of them, other Latin-script languages few
-_ENGLISH_WORDS = (
-    "the a an and or but of to in on at for with from by is are was were be been it this that these those i "
-    "you he she we they not no do does did have has had can will would should could as if so what which who "
-    "how why when where there here my your our their his her its me him them us"
-)
-_ENGLISH = frozenset(_ENGLISH_WORDS.split())
-
 
 def needs_multilingual(text: str) -> bool:
     """Whether ``text`` is better judged by the multilingual encoder: a fifth or more of its letters are not
-    Latin (Hangul, CJK, Cyrillic, Arabic, Devanagari, ...), or it has at least 8 Latin words of which fewer
-    than 8 % are common English function words (Spanish, German, ...)."""
+    Latin (Hangul, CJK, Cyrillic, Arabic, Devanagari, ...). Latin-script languages other than English stay with
+    the MiniLM head: a test on function words also sent English lists and keyword dumps to the weaker head
+    (validation false violations 9.9 -> 13.5 %, measured)."""
     letters = [c for c in text if c.isalpha()]
-    if not letters:
-        return False
-    if sum(1 for c in letters if c > "\u024f") >= len(letters) / 5:
-        return True
-    words = [w.lower() for w in _WORD.findall(text) if w.isascii()]
-    return len(words) >= 8 and sum(1 for w in words if w in _ENGLISH) < 0.08 * len(words)
+    return bool(letters) and sum(1 for c in letters if c > "\u024f") >= len(letters) / 5
 
 
 class E5Encoder:

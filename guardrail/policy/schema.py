@@ -419,9 +419,9 @@ class JudgeSettings(StrictModel):
     )
     multilingual: Literal["auto", "off"] = Field(
         "auto",
-        description="The embedding judge's built-in heads: 'auto' scores answers not in English (Korean, Chinese, "
-        "Spanish, ...) with the multilingual head (multilingual-e5-small) instead of the English-only MiniLM "
-        "head; 'off' scores every answer with the MiniLM head.",
+        description="The embedding judge's built-in heads: 'auto' scores answers written mostly in non-Latin "
+        "scripts (Korean, Chinese, Russian, Arabic, ...) with the multilingual head (multilingual-e5-small) "
+        "instead of the English-only MiniLM head; 'off' scores every answer with the MiniLM head.",
     )
 
     @field_validator("threshold", "cascade_low", "cascade_high")
