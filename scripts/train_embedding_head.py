@@ -108,6 +108,25 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--limit", type=int, default=0, help="use only this many answers per split (smoke runs)")
 
 
+def training_examples(
+    args: argparse.Namespace, *, alarming_weight: float = 0.0
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
+    """(training answers, validation answers, training examples: the answers, their prefixes and steered
+    copies), split by question, as both head-training scripts use them."""
+    rows = judge_data.load_training_rows(alarming_weight=alarming_weight)
+    random.Random(args.seed).shuffle(rows)
+    train = [r for r in rows if not judge_data.in_validation_split(r["question"])]
+    val = [r for r in rows if judge_data.in_validation_split(r["question"])]
+    if args.limit:
+        train, val = train[: args.limit], val[: args.limit]
+    # prefixes: benign instructions are easy negatives, their prefixes add nothing but time
+    partial = judge_data.prefix_rows([r for r in train if r["source"] != "benign_instruct"], (0.25, 0.5),
+                                     min_unsafe=args.min_unsafe)  # fmt: skip
+    examples = train + partial
+    examples += judge_data.steered(examples, args.steer_share, judge_data.TRAIN_STEERING, seed=args.seed)
+    return train, val, examples
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=REPO / "guardrail" / "judges" / "heads" / "harmless.safetensors")
@@ -120,17 +139,7 @@ def main() -> None:
     random.seed(args.seed)
     encoder = CrossEncoder(None)  # int8, exactly as the judge runs; the head reads the last two layers
     encoder.pooled_layers = POOLED_LAYERS
-    rows = judge_data.load_training_rows(alarming_weight=args.alarming_weight)
-    random.Random(args.seed).shuffle(rows)
-    train = [r for r in rows if not judge_data.in_validation_split(r["question"])]
-    val = [r for r in rows if judge_data.in_validation_split(r["question"])]
-    if args.limit:
-        train, val = train[: args.limit], val[: args.limit]
-    # prefixes: benign instructions are easy negatives, their prefixes add nothing but time
-    partial = judge_data.prefix_rows([r for r in train if r["source"] != "benign_instruct"], (0.25, 0.5),
-                                     min_unsafe=args.min_unsafe)  # fmt: skip
-    examples = train + partial
-    examples += judge_data.steered(examples, args.steer_share, judge_data.TRAIN_STEERING, seed=args.seed)
+    train, val, examples = training_examples(args, alarming_weight=args.alarming_weight)
     started = time.time()
     data = Features(encoder, examples, last_only=True)
     validation_sets = {

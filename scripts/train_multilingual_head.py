@@ -33,7 +33,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 sys.path.insert(0, str(REPO / "scripts"))
 
 import judge_data  # noqa: E402
-from train_embedding_head import add_training_arguments, report, train_head  # noqa: E402
+from train_embedding_head import add_training_arguments, report, train_head, training_examples  # noqa: E402
 
 from guardrail.judges import metrics  # noqa: E402
 from guardrail.judges.multilingual import ANSWER_CHARS, QUESTION_CHARS, E5Encoder  # noqa: E402
@@ -109,16 +109,7 @@ def main() -> None:
         return
     random.seed(args.seed)
     encoder = E5Encoder()
-    rows = judge_data.load_training_rows()
-    random.Random(args.seed).shuffle(rows)
-    train = [r for r in rows if not judge_data.in_validation_split(r["question"])]
-    val = [r for r in rows if judge_data.in_validation_split(r["question"])]
-    if args.limit:
-        train, val = train[: args.limit], val[: args.limit]
-    partial = judge_data.prefix_rows([r for r in train if r["source"] != "benign_instruct"], (0.25, 0.5),
-                                     min_unsafe=args.min_unsafe)  # fmt: skip
-    examples = train + partial
-    examples += judge_data.steered(examples, args.steer_share, judge_data.TRAIN_STEERING, seed=args.seed)
+    train, val, examples = training_examples(args)
     rng = random.Random(args.seed)
     if len(examples) > args.max_examples:
         examples = rng.sample(examples, args.max_examples)
