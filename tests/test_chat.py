@@ -32,7 +32,7 @@ def test_one_shot_shows_verdicts_rewinds_and_fallback(upstream: FaultServer, tmp
     policy = tmp_path / "green.yaml"
     policy.write_text(
         GREEN + "actions: [{action: rewind, max_attempts: 1}, {action: refuse, message: No green.}]\n"
-        "rewind: {release_lag: 0}\n"  # each sentence out as soon as it passes: the refusal cuts the answer short
+        "rewind: {release_lag: 0, lookahead_tokens: 0}\n"  # each sentence out as it passes: the refusal cuts it short
     )
     url = upstream.url("ok", uuid.uuid4().hex[:8])  # "... Grass is green." every time
     result = chat("--model", url, "--model-name", "m", "--policy", str(policy), "--judge", "pattern", "colors?")

@@ -212,7 +212,8 @@ def test_lookahead_rejects_a_harmless_opening_before_it_is_released() -> None:
     assert texts(events) == "I would rather not. Here is a safe tip."
     assert not any(isinstance(e, TerminatedEvent) for e in events)
     rewind = next(e for e in events if isinstance(e, RewindEvent))
-    assert rewind.back_to_unit == 0 and rewind.rejected_sha256 == text_hash("Sure, here is how. ")
+    # the rejected text is what violated: the opening with its look-ahead (as in token mode; exports pair it)
+    assert rewind.back_to_unit == 0 and rewind.rejected_sha256 == text_hash("Sure, here is how. BAD step one. ")
     # each unit judged alone and with exactly 3 tokens after it; the last one as the whole answer
     assert judge.seen == [
         "Sure, here is how. ",

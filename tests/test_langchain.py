@@ -18,10 +18,13 @@ from pydantic import Field
 from guardrail import GuardrailViolation
 from guardrail.policy import parse_policy
 
-POLICY = parse_policy(
+RULES = (
     "name: g\nrules:\n  - {id: no-bad, judge: pattern, keywords: [BAD], criterion: says the forbidden word}\n"
     "actions: [{action: rewind, max_attempts: 2}, {action: refuse, message: Nope.}]\n"
 )
+# sentence by sentence: "Good one." passes and stays when "BAD two." is rewound (the adapter's step-back plumbing)
+POLICY = parse_policy(RULES + "rewind: {lookahead_tokens: 0}\n")
+LOOKAHEAD = parse_policy(RULES)  # the default look-ahead
 RAISE = parse_policy(
     "name: r\nrules:\n  - {id: no-bad, judge: pattern, keywords: [BAD], criterion: says BAD}\n"
     "actions: [{action: raise}]\n"
@@ -47,6 +50,16 @@ def test_stream_releases_only_verified_text() -> None:
     assert "BAD" not in "".join(str(c.content) for c in chunks)
     assert [c.content for c in chunks if c.content] == ["Good one. ", "Fine two. ", "Three."]
     assert chunks[-1].response_metadata["guardrail"]["rewinds"] == 1
+
+
+def test_default_lookahead_never_streams_the_opening_of_a_violating_answer() -> None:
+    # "Good one." passes alone; judged with what follows it ("BAD two.") it does not: with the default
+    # look-ahead it is regenerated before any of it is streamed, so nothing shown is ever taken back
+    model = GuardedChatModel(model=scripted("Good one. BAD two. Three.", "Fine two. Three."), policy=LOOKAHEAD)
+    chunks = list(model.stream("hi"))
+    assert [c.content for c in chunks if c.content] == ["Fine two. ", "Three."]
+    summary = chunks[-1].response_metadata["guardrail"]
+    assert summary["rewinds"] == 1 and summary["violations"] == 1 and summary["terminated"] is False
 
 
 async def test_async_and_batch() -> None:

@@ -26,10 +26,13 @@ from pydantic import Field
 from guardrail.evaluation import is_refusal
 from guardrail.policy import parse_policy
 
-POLICY = parse_policy(
+RULES = (
     "name: li\nrules:\n  - {id: no-bad, judge: pattern, keywords: [BAD], criterion: says the forbidden word}\n"
     "actions: [{action: rewind, max_attempts: 3}, {action: refuse, message: Nope.}]\n"
 )
+# sentence by sentence: "Good one." passes and stays when "BAD two." is rewound (the adapter's step-back plumbing)
+POLICY = parse_policy(RULES + "rewind: {lookahead_tokens: 0}\n")
+LOOKAHEAD = parse_policy(RULES)  # the default look-ahead
 
 
 class Scripted(CustomLLM):
@@ -102,6 +105,15 @@ def test_chat_complete_and_streams_release_only_verified_text() -> None:
     deltas = [r.delta for r in llm.stream_chat([ChatMessage(role="user", content="hi")])]
     assert "BAD" not in "".join(deltas) and "".join(deltas) == "Good one. Fine two. Three."
     assert llm.metadata.model_name == "scripted"
+
+
+def test_default_lookahead_never_streams_the_opening_of_a_violating_answer() -> None:
+    # "Good one." passes alone, not with what follows it: the default look-ahead regenerates it unseen
+    llm = GuardedLLM(llm=Scripted(replies=["Good one. BAD two. Three.", "Fine two. Three."]), policy=LOOKAHEAD)
+    responses = list(llm.stream_chat([ChatMessage(role="user", content="hi")]))
+    assert [r.delta for r in responses if r.delta] == ["Fine two. ", "Three."]
+    summary = responses[-1].additional_kwargs["guardrail"]
+    assert summary["rewinds"] == 1 and summary["terminated"] is False
 
 
 async def test_async_methods() -> None:

@@ -14,7 +14,7 @@ import httpx
 import openai
 import pytest
 
-from guardrail import parse_policy
+from guardrail import Policy, parse_policy
 from guardrail.backends.remote import OpenAIBackend
 from guardrail.evaluation import is_refusal
 from guardrail.guard import Guard
@@ -23,10 +23,12 @@ from tests.fault_server import FaultServer, fault_server
 from tests.llama_server import free_port, wait_ready
 from tests.servers import serving
 
-POLICY = parse_policy(
+RULES = (
     "name: serve\nrules:\n  - {id: no-green, judge: pattern, keywords: [green], criterion: says green}\n"
     "actions: [{action: rewind, max_attempts: 1}, {action: refuse, message: Refused.}]\n"
 )
+POLICY = parse_policy(RULES + "rewind: {lookahead_tokens: 0}\n")  # sentence by sentence, as each passes
+LOOKAHEAD = parse_policy(RULES)  # the default look-ahead
 
 
 @pytest.fixture(scope="module")
@@ -35,9 +37,9 @@ def upstream() -> Iterator[FaultServer]:
         yield server
 
 
-def app_for(upstream: FaultServer, fault: str, **options: object) -> tuple[object, str]:
+def app_for(upstream: FaultServer, fault: str, policy: Policy = POLICY, **options: object) -> tuple[object, str]:
     key = uuid.uuid4().hex[:8]
-    guard = Guard(POLICY, OpenAIBackend(upstream.url(fault, key), model="m"))
+    guard = Guard(policy, OpenAIBackend(upstream.url(fault, key), model="m"))
     return create_app(guard, model_name="guarded-m", **options), f"{fault}/{key}"  # type: ignore[arg-type]
 
 
@@ -72,6 +74,20 @@ def test_violation_is_refused_and_never_streamed(upstream: FaultServer) -> None:
         assert chunks[-1].choices[0].finish_reason == "content_filter"
         assert (chunks[-1].model_extra or {})["guardrail"]["rules"] == ["no-green"]
         assert (chunks[-1].model_extra or {})["guardrail"]["terminated"] is True  # released text was cut short
+
+
+def test_default_lookahead_refuses_before_releasing_the_opening(upstream: FaultServer) -> None:
+    # the default look-ahead judges "The sky is blue." with what follows it ("... Grass is green."): the answer is
+    # refused before any of it is shown, so the stream is the refusal alone and nothing was cut short
+    assert LOOKAHEAD.rewind.lookahead_tokens == 32
+    app, _ = app_for(upstream, "ok", LOOKAHEAD)
+    with serving(app) as base:
+        client = openai.OpenAI(base_url=base, api_key="unused")
+        stream = client.chat.completions.create(model="m", messages=[{"role": "user", "content": "x"}], stream=True)
+        chunks = list(stream)
+        text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        assert text == "Refused." and chunks[-1].choices[0].finish_reason == "content_filter"
+        assert (chunks[-1].model_extra or {})["guardrail"]["terminated"] is False
 
 
 def test_langchain_chat_openai_as_client(upstream: FaultServer) -> None:

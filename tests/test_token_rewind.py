@@ -225,7 +225,7 @@ def test_token_lookahead_rejects_a_chunk_whose_continuation_violates(tiny: tuple
     # is regenerated before a streaming user sees it (without the look-ahead it goes out at once)
     model, tokenizer = tiny
     backend = LocalBackend(model, tokenizer)
-    none = parse_policy("name: none\nrewind: {chunk_tokens: 4}\n")
+    none = parse_policy("name: none\nrewind: {chunk_tokens: 4, lookahead_tokens: 0}\n")
     pieces = [
         e.text for e in Guard(none, backend).stream("Hi", max_tokens=16, temperature=0) if isinstance(e, TextEvent)
     ]

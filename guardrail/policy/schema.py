@@ -356,15 +356,15 @@ class RewindSettings(StrictModel):
         "unit as soon as it passes.",
     )
     lookahead_tokens: int = Field(
-        0,
+        32,
         ge=0,
         le=256,
         description="Judge each unit alone and together with the next this many tokens of the answer's own "
         "continuation (sentence mode: the same stream, read on; token mode, verify: decoded on the same cache), "
         "and reject the unit when that trajectory violates, so a harmful turn is caught before its "
-        "harmless-looking opening is released. 32 is recommended where answers must not end in an apology after "
-        "released text (measured on red-team prompts, docs/benchmarks.md: 6 -> 2 of 40); it delays the first "
-        "verified text by that many tokens. 0 (the default): judge each unit alone, release it at once.",
+        "harmless-looking opening is released. 32 (the default, measured on red-team prompts, docs/benchmarks.md: "
+        "answers that end in a refusal after released text 6 -> 2 of 40) delays the first verified text by that "
+        "many tokens (0.24 -> 0.86 s against llama.cpp on 2 cores). 0: judge each unit alone, release it at once.",
     )
     temperature: float = Field(0.8, ge=0, le=2, description="Sampling temperature of regenerations.")
     rain: RainSettings = Field(default_factory=RainSettings)

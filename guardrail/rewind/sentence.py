@@ -73,6 +73,7 @@ class _Outcome:
     decision: Decision | None = None
     error: BackendError | None = None
     wasted_tokens: int = 0
+    continuation: str = ""  # the look-ahead text the rejected unit was judged with, when that decided
 
 
 class SentenceRewind:
@@ -187,9 +188,13 @@ class SentenceRewind:
         repeat = _RepeatFilter(prefix) if accepted and not self.backend.supports_prefill else None
         ahead = _LookAhead(self.policy.rewind.lookahead_tokens)
         pending: list[_Unit] = []  # units received, not judged yet (waiting for their look-ahead)
+        failure: BackendError | None = None  # the stream broke off: judge what arrived, then regenerate
         try:
             while True:
                 if ahead.ended and not pending:
+                    if failure is not None:
+                        yield _Outcome("failed", error=failure, wasted_tokens=_drain_tokens(queue))
+                        return
                     async for checked in self._tool_calls(request, state):
                         yield checked
                         if isinstance(checked, _Outcome):
@@ -203,9 +208,10 @@ class SentenceRewind:
                         continue
                     if isinstance(item, _Fatal):
                         raise item.error
-                    if isinstance(item, BackendError):
-                        yield _Outcome("failed", error=item, wasted_tokens=_pending_tokens(pending, queue))
-                        return
+                    if isinstance(item, BackendError):  # the units before the break keep what arrived after them
+                        failure = item
+                        ahead.ended = True
+                        continue
                     if isinstance(item, Chunk):
                         state.add_usage(item.usage)
                         state.tool_pieces.extend(item.tool_calls)
@@ -223,12 +229,14 @@ class SentenceRewind:
                     accepted.append(item)
                     continue
                 response = "".join(unit.text for unit in accepted) + item.text
-                looked = 0
+                looked, continuation = 0, ""
                 if echo is not None and echo.found(item.text):  # the instruction itself, not an answer
                     verdict = echo.verdict(broken)
                 else:
                     looked, after = (0, "") if item.last else ahead.after(item)
-                    verdict, looked = await self._judge_unit(request, state, response, after, looked, item.last)
+                    verdict, looked, continuation = await self._judge_unit(
+                        request, state, response, after, looked, item.last
+                    )
                 yield state.verdict(verdict, partial=not item.last, lookahead=looked)
                 if not verdict.violated:
                     accepted.append(item)
@@ -238,7 +246,8 @@ class SentenceRewind:
                     continue
                 decision = decide(self.policy, verdict, state.budget)
                 if decision.action == "rewind":
-                    yield _Outcome("rejected", item, verdict, decision, wasted_tokens=_pending_tokens(pending, queue))
+                    wasted = _pending_tokens(pending, queue)
+                    yield _Outcome("rejected", item, verdict, decision, wasted_tokens=wasted, continuation=continuation)
                     return
                 if decision.action in {"redact", "flag"}:
                     if decision.action == "redact":
@@ -257,8 +266,9 @@ class SentenceRewind:
 
     async def _judge_unit(
         self, request: Request, state: RunState, response: str, after: str, looked: int, last: bool
-    ) -> tuple[Verdict, int]:
-        """The verdict on a unit (``response`` ends with it) and the look-ahead tokens it stands on.
+    ) -> tuple[Verdict, int, str]:
+        """The verdict on a unit (``response`` ends with it), the look-ahead tokens judged with it, and the
+        look-ahead text when the trajectory's verdict decided ('' when the unit's own did).
 
         With a look-ahead, the unit is judged alone and with the continuation that follows it (both at once):
         a unit that violates alone is rejected as ever; one whose trajectory violates is rejected too (an
@@ -266,7 +276,7 @@ class SentenceRewind:
         alone as well keeps the guard as strict as without a look-ahead: text after a unit could lower its
         score. Ladder steps that act on the unit's own text (redact, flag) go by the verdict on it alone."""
         if not after:
-            return await self.judge.ajudge(request.messages, response, partial=not last, explain=True), 0
+            return await self.judge.ajudge(request.messages, response, partial=not last, explain=True), 0, ""
         alone, trajectory = await asyncio.gather(
             self.judge.ajudge(request.messages, response, partial=True, explain=True),
             self.judge.ajudge(request.messages, response + after, partial=True, explain=True),
@@ -275,7 +285,7 @@ class SentenceRewind:
         assert verdict is not None
         other = alone if verdict is not alone else trajectory
         state.judge_cost = state.judge_cost + other.cost  # the verdict's own cost is counted with its event
-        return verdict, looked
+        return verdict, looked, after if verdict is not alone else ""
 
     async def _tool_calls(self, request: Request, state: RunState) -> AsyncIterator[Event | _Outcome]:
         """Merge the attempt's tool-call pieces and judge their arguments; a violation takes the ladder's step:
@@ -346,7 +356,9 @@ class SentenceRewind:
             else:
                 assert outcome.unit is not None and outcome.verdict is not None
                 wasted = outcome.unit.tokens + outcome.wasted_tokens
-                rejected_text, rules, score = outcome.unit.text, outcome.verdict.rules, outcome.verdict.score
+                # what was judged and violated: the unit, with its look-ahead when the trajectory decided
+                rejected_text = outcome.unit.text + outcome.continuation
+                rules, score = outcome.verdict.rules, outcome.verdict.score
                 reason = "violation"
             state.budget.spend(wasted)
             failures_at[position] = failures_at.get(position, 0) + 1
