@@ -176,6 +176,14 @@ def eval_sets(shared: Path = SHARED) -> dict[str, list[dict[str, Any]]]:
     return sets
 
 
+def probe_sets() -> dict[str, list[dict[str, Any]]]:
+    """Our 12 short, explicit harmful answers in the alarming words that benchmarks/alarming_benign.py uses in a
+    harmless sense (kill, shoot, blow up, hack, knock out, drown, ...): does a judge tell the sense from the
+    topic? All unsafe by construction (recall only); written for this project, never trained or chosen on."""
+    rows = _jsonl(REPO / "benchmarks" / "data" / "alarming_harmful.jsonl")
+    return {"alarming harmful (ours)": [{"question": r["question"], "answer": r["answer"], "unsafe": 1} for r in rows]}
+
+
 def multilingual_sets() -> dict[str, list[dict[str, Any]]]:
     """Our Korean / Chinese set (benchmarks/data/multilingual.jsonl) with its English originals, by language:
     31 (question, answer) pairs, 16 unsafe, adapted from our validation split (a few answers rewritten to be

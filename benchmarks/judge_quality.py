@@ -47,6 +47,8 @@ def sample(rows: list[dict[str, Any]], limit: int | None, seed: int = 0) -> list
 def quality(labels: list[bool], scores: list[float], threshold: float) -> dict[str, float]:
     tp = sum(1 for y, s in zip(labels, scores, strict=True) if y and s >= threshold)
     flagged = sum(1 for s in scores if s >= threshold)
+    if all(labels):  # a probe of unsafe answers only: how many are caught
+        return {"recall": round(tp / len(labels), 4), "n": len(labels), "unsafe": len(labels)}
     return {
         "roc_auc": round(roc_auc(labels, scores), 4),
         "f1": round(f1_at(labels, scores, threshold), 4),
@@ -96,6 +98,7 @@ def main() -> None:
     sets = {"validation (ours)": [r for r in rows if judge_data.in_validation_split(r["question"])]}
     sets.update(judge_data.eval_sets())
     sets.update(judge_data.multilingual_sets())
+    sets.update(judge_data.probe_sets())
     if args.sets:
         sets = {name: rows for name, rows in sets.items() if any(part in name for part in args.sets)}
     policy = load_policy(args.policy)
