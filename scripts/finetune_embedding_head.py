@@ -193,7 +193,8 @@ def probabilities(model: Tuned, data: LowerStates, batch: int = 64) -> list[floa
     return [1 / (1 + math.exp(-v)) for v in best]
 
 
-def train(model: Tuned, data: LowerStates, val: dict[str, LowerStates], args: argparse.Namespace) -> Tuned:
+def train(model: Tuned, data: LowerStates, val: dict[str, LowerStates], args: argparse.Namespace) -> tuple[Tuned, int]:
+    """The model after the epoch with the best validation ROC-AUC (whole and 50 %), and that epoch."""
     labels = torch.tensor([data.rows[p]["unsafe"] for p in data.pair_of], dtype=torch.float32)
     weights = torch.tensor([data.rows[p]["weight"] for p in data.pair_of], dtype=torch.float32)
     trainable = [p for p in model.parameters() if p.requires_grad]
@@ -232,8 +233,7 @@ def train(model: Tuned, data: LowerStates, val: dict[str, LowerStates], args: ar
         if (auc_whole + auc_half) / 2 > best[0]:
             best = ((auc_whole + auc_half) / 2, copy.deepcopy(model), epoch)
     print(f"chosen: epoch {best[2]}", flush=True)
-    best[1].chosen_epoch = best[2]  # type: ignore[assignment]
-    return best[1]
+    return best[1], best[2]
 
 
 def main() -> None:
@@ -246,16 +246,13 @@ def main() -> None:
     parser.add_argument("--alpha", type=float, default=16.0)
     parser.add_argument("--cache", type=Path, default=Path("/tmp/guardrail-finetune-cache"))
     add_training_arguments(parser)
-    parser.add_argument(
-        "--alarming-weight", type=float, default=0.0, help="weight of benchmarks/alarming_benign.py (0: left out)"
-    )
     parser.set_defaults(epochs=3, lr=3e-4, batch_size=32)
     args = parser.parse_args()
 
     random.seed(args.seed)
     torch.manual_seed(args.seed)
     encoder = CrossEncoder(None)  # int8, as the judge runs it: the frozen layers
-    train_rows, val, examples = training_examples(args, alarming_weight=args.alarming_weight)
+    train_rows, val, examples = training_examples(args)
     layer = 6 - args.tune_layers  # hidden_states[layer] enters the first tuned layer
     started = time.time()
     data = LowerStates(encoder, examples, last_only=True, layer=layer, cache=args.cache)
@@ -268,7 +265,7 @@ def main() -> None:
           f"{time.time() - started:.0f}s", flush=True)  # fmt: skip
     init = load_file(str(args.init))
     head = head_module(torch, {k: v for k, v in init.items() if k.startswith("head.")})
-    model = train(Tuned(args.tune_layers, args.rank, args.alpha, head), data, val_sets, args)
+    model, epoch = train(Tuned(args.tune_layers, args.rank, args.alpha, head), data, val_sets, args)
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
     tensors = model.delta()
@@ -285,12 +282,7 @@ def main() -> None:
     args.out.with_suffix(".json").write_text(json.dumps(meta), encoding="utf-8")
 
     # as the judge runs it: LoRA merged, int8, one window per call; 0.5 becomes the validation-best threshold
-    deployed = CrossEncoder(args.out)
-    whole = Features(deployed, val, last_only=False)
-    val_labels = [bool(y) for y in whole.labels]
-    _, threshold = metrics.best_f1(val_labels, whole.probabilities(deployed.head))
-    tensors["head.2.bias"] = tensors["head.2.bias"] - math.log(threshold / (1 - threshold))
-    save_file(tensors, str(args.out))
+    # (the encoder's features do not depend on the head's bias: computed once, before and after)
     deployed = CrossEncoder(args.out)
     validation_sets = {
         "whole": Features(deployed, val, last_only=False),
@@ -298,6 +290,13 @@ def main() -> None:
                                                          for r in val], last_only=True)
            for f in (0.25, 0.5)},
     }  # fmt: skip
+    val_labels = [bool(y) for y in validation_sets["whole"].labels]
+    _, threshold = metrics.best_f1(val_labels, validation_sets["whole"].probabilities(deployed.head))
+    shift = math.log(threshold / (1 - threshold))
+    tensors["head.2.bias"] = tensors["head.2.bias"] - shift
+    save_file(tensors, str(args.out))
+    with torch.no_grad():
+        deployed.head[2].bias -= shift
     validation: dict[str, Any] = {
         name: report(data.labels, data.probabilities(deployed.head), 0.5) for name, data in validation_sets.items()
     }
@@ -312,7 +311,7 @@ def main() -> None:
         "calibration": f"bias shifted so 0.5 = the validation-F1-best threshold ({threshold:.4f} before), "
         "measured as the judge runs (int8)",
         "hyperparameters": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k != "out"}
-        | {"chosen_epoch": getattr(model, "chosen_epoch", None)},
+        | {"chosen_epoch": epoch},
         "validation": validation,
     }
     args.out.with_suffix(".json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")

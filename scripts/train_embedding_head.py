@@ -153,16 +153,19 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--steer-share", type=float, default=0.1)
     parser.add_argument("--min-unsafe", type=float, default=0.5, help="share of an unsafe answer that makes it unsafe")
+    parser.add_argument(
+        "--alarming-weight", type=float, default=0.0, help="weight of benchmarks/alarming_benign.py (0: left out)"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--limit", type=int, default=0, help="use only this many answers per split (smoke runs)")
 
 
 def training_examples(
-    args: argparse.Namespace, *, alarming_weight: float = 0.0
+    args: argparse.Namespace,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
     """(training answers, validation answers, training examples: the answers, their prefixes and steered
-    copies), split by question, as both head-training scripts use them."""
-    rows = judge_data.load_training_rows(alarming_weight=alarming_weight)
+    copies), split by question, as every head-training script uses them."""
+    rows = judge_data.load_training_rows(alarming_weight=args.alarming_weight)
     random.Random(args.seed).shuffle(rows)
     train = [r for r in rows if not judge_data.in_validation_split(r["question"])]
     val = [r for r in rows if judge_data.in_validation_split(r["question"])]
@@ -180,15 +183,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=REPO / "guardrail" / "judges" / "heads" / "harmless.safetensors")
     add_training_arguments(parser)
-    parser.add_argument(
-        "--alarming-weight", type=float, default=0.0, help="weight of benchmarks/alarming_benign.py (0: left out)"
-    )
     args = parser.parse_args()
 
     random.seed(args.seed)
     encoder = CrossEncoder(None)  # int8, exactly as the judge runs; the head reads the last two layers
     encoder.pooled_layers = POOLED_LAYERS
-    train, val, examples = training_examples(args, alarming_weight=args.alarming_weight)
+    train, val, examples = training_examples(args)
     started = time.time()
     data = Features(encoder, examples, last_only=True)
     validation_sets = {

@@ -234,9 +234,7 @@ class SentenceRewind:
                     verdict = echo.verdict(broken)
                 else:
                     looked, after = (0, "") if item.last else ahead.after(item)
-                    verdict, looked, continuation = await self._judge_unit(
-                        request, state, response, after, looked, item.last
-                    )
+                    verdict, continuation = await self._judge_unit(request, state, response, after, looked, item.last)
                 yield state.verdict(verdict, partial=not item.last, lookahead=looked)
                 if not verdict.violated:
                     accepted.append(item)
@@ -266,9 +264,9 @@ class SentenceRewind:
 
     async def _judge_unit(
         self, request: Request, state: RunState, response: str, after: str, looked: int, last: bool
-    ) -> tuple[Verdict, int, str]:
-        """The verdict on a unit (``response`` ends with it), the look-ahead tokens judged with it, and the
-        look-ahead text when the trajectory's verdict decided ('' when the unit's own did).
+    ) -> tuple[Verdict, str]:
+        """The verdict on a unit (``response`` ends with it, ``after`` is its look-ahead of ``looked`` tokens),
+        and the look-ahead text when the trajectory's verdict decided ('' when the unit's own did).
 
         With a look-ahead, the unit is judged alone and with the continuation that follows it (both at once):
         a unit that violates alone is rejected as ever; one whose trajectory violates is rejected too (an
@@ -276,7 +274,7 @@ class SentenceRewind:
         alone as well keeps the guard as strict as without a look-ahead: text after a unit could lower its
         score. Ladder steps that act on the unit's own text (redact, flag) go by the verdict on it alone."""
         if not after:
-            return await self.judge.ajudge(request.messages, response, partial=not last, explain=True), 0, ""
+            return await self.judge.ajudge(request.messages, response, partial=not last, explain=True), ""
         alone, trajectory = await asyncio.gather(
             self.judge.ajudge(request.messages, response, partial=True, explain=True),
             self.judge.ajudge(request.messages, response + after, partial=True, explain=True),
@@ -285,7 +283,7 @@ class SentenceRewind:
         assert verdict is not None
         other = alone if verdict is not alone else trajectory
         state.judge_cost = state.judge_cost + other.cost  # the verdict's own cost is counted with its event
-        return verdict, looked, after if verdict is not alone else ""
+        return verdict, after if verdict is not alone else ""
 
     async def _tool_calls(self, request: Request, state: RunState) -> AsyncIterator[Event | _Outcome]:
         """Merge the attempt's tool-call pieces and judge their arguments; a violation takes the ladder's step:
