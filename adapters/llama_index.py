@@ -19,9 +19,11 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import functools
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+import gc
+import types
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from llama_index.core.base.embeddings.base import BaseEmbedding
 from llama_index.core.base.llms.types import (
@@ -209,10 +211,12 @@ class LlamaIndexBackend(StreamingBackend):
         stream: AsyncIterator[Any]
         if _sync.called_from_sync():  # the caller is sync: the LLM's async clients may belong to another loop
             if llm.metadata.is_chat_model:
-                stream = _sync.thread_iterate(lambda: llm.stream_chat(chat, **kwargs), context=context)
+                stream = _sync.thread_iterate(lambda: _closing(llm.stream_chat(chat, **kwargs)), context=context)
             else:
                 prompt = llm.messages_to_prompt(chat)
-                stream = _sync.thread_iterate(lambda: llm.stream_complete(prompt, formatted=True), context=context)
+                stream = _sync.thread_iterate(
+                    lambda: _closing(llm.stream_complete(prompt, formatted=True)), context=context
+                )
         else:
 
             async def responses() -> AsyncIterator[Any]:
@@ -235,7 +239,7 @@ class LlamaIndexBackend(StreamingBackend):
 
     def self_scorer(self) -> OptionScorer:
         def pieces(messages: list[dict[str, str]]) -> Iterator[str]:
-            for response in self.llm.stream_chat(_to_chat(messages)):
+            for response in _closing(self.llm.stream_chat(_to_chat(messages))):
                 yield response.delta or ""
 
         def generate(messages: list[dict[str, str]]) -> str:  # a few pieces read, then the stream is closed
@@ -251,6 +255,56 @@ class LlamaIndexBackend(StreamingBackend):
             return await asyncio.create_task(afirst_pieces(apieces(messages)), context=_draft_context())
 
         return TextScorer(generate, agenerate)
+
+
+T = TypeVar("T")
+
+
+def _closing(stream: Iterable[T]) -> Iterator[T]:
+    """``stream``, iterated; left early, it is closed together with the HTTP responses it still holds.
+
+    LlamaIndex's OpenAI LLMs (``OpenAI``, ``OpenAILike``, ...) do not close the SDK's stream when their generator
+    is closed early: the response stays open (the server keeps generating into it) until the garbage collector
+    reaches the SDK stream's reference cycle, and when that collection happens to run inside the same client's
+    connection-pool lock, httpcore deadlocks on that lock (seen in our tests against llama.cpp: a sync judge call
+    hung for good). So the responses a suspended stream holds are found before it is closed, and closed after.
+    """
+    iterator = iter(stream)
+    try:
+        # not ``yield from``: that would close ``iterator`` before the responses it holds are found
+        for item in iterator:  # noqa: UP028
+            yield item
+    finally:
+        held = _held_responses(iterator)
+        close = getattr(iterator, "close", None)
+        if close is not None:
+            close()
+        for response in held:
+            response.close()  # a no-op for a response read to its end
+
+
+def _held_responses(iterator: object, depth: int = 8) -> list[Any]:
+    """The open ``httpx.Response`` objects held by the suspended generators under ``iterator`` (directly, or as
+    an SDK stream's ``response``), searched through generator frames only."""
+    import httpx
+
+    found: list[Any] = []
+    seen: set[int] = set()
+    frontier: list[object] = [iterator]
+    for _ in range(depth):
+        following: list[object] = []
+        for holder in frontier:
+            for held in gc.get_referents(holder):
+                if id(held) in seen:
+                    continue
+                seen.add(id(held))
+                response = held if isinstance(held, httpx.Response) else getattr(held, "__dict__", {}).get("response")
+                if isinstance(response, httpx.Response) and not response.is_closed:
+                    found.append(response)
+                elif isinstance(held, types.GeneratorType):
+                    following.append(held)
+        frontier = following
+    return found
 
 
 def _per_call_settings(llm: Any) -> frozenset[str]:

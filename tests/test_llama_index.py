@@ -201,6 +201,29 @@ def test_openai_like_inner_llm_against_llama_cpp(llama_server: str, index: Vecto
         Settings.llm = MockLLM()
 
 
+@pytest.mark.slow
+def test_streams_left_early_release_their_connection(llama_server: str) -> None:
+    # LlamaIndex's OpenAI LLMs leave the SDK stream open when left early; only the garbage collector closed it,
+    # and a collection inside the pool's lock deadlocked the next request (CI hung here). With the collector
+    # off, nothing may be left open: not by the judge's calibration (a few pieces of each verdict are read),
+    # not by a guarded stream that stops at its own max_tokens long before the upstream's.
+    import gc
+
+    from llama_index.llms.openai_like import OpenAILike
+
+    inner = OpenAILike(api_base=llama_server, api_key="unused", model="smollm2", is_chat_model=True, max_tokens=200)
+    pool = inner._get_client()._client._transport._pool
+    gc.disable()
+    try:
+        llm = GuardedLLM(llm=inner, policy="no_pii", judge="self", max_tokens=8)
+        assert not pool._requests
+        text = "".join(r.delta or "" for r in llm.stream_complete("Tell me a long story about a cat."))
+        assert text.strip()
+        assert not pool._requests
+    finally:
+        gc.enable()
+
+
 def test_policy_and_judge_errors_surface_at_construction() -> None:
     from guardrail import JudgeError, PolicyError
 
