@@ -245,7 +245,7 @@ class GuardedChatModel(BaseChatModel):
     model: Any = Field(description="The inner chat model (or Runnable taking messages).")
     policy: Any = Field(default="harmless", description="Policy object, built-in name or YAML path.")
     judge: Any = Field(
-        default=None, description="A Judge, or a judge kind by name (auto, self, embedding, pattern, cascade)."
+        default=None, description="A Judge, or a judge kind by name (auto, self, embedding, pattern, cascade, stream)."
     )
     audit: str | None = Field(default=None, description="Append audit records (JSON lines) to this file.")
     temperature: float | None = None

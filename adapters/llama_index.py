@@ -334,7 +334,7 @@ class GuardedLLM(LLM):
     llm: Any = Field(description="The inner LlamaIndex LLM.")
     policy: Any = Field(default="harmless", description="Policy object, built-in name or YAML path.")
     judge: Any = Field(
-        default=None, description="A Judge, or a judge kind by name (auto, self, embedding, pattern, cascade)."
+        default=None, description="A Judge, or a judge kind by name (auto, self, embedding, pattern, cascade, stream)."
     )
     audit: str | None = Field(default=None, description="Append audit records (JSON lines) to this file.")
     max_tokens: int | None = Field(default=None, description="Most new tokens per answer (local models).")

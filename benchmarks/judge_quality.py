@@ -9,7 +9,9 @@ policy's, 0.5), and for our validation split F1 at 25 / 50 / 100 % of each answe
 keeps its label: strict). Pairs/s is measured on whole answers on this machine (2 cores in CI), model loading
 excluded. The embedding head was trained and its threshold chosen on the training split only
 (benchmarks/judge_data.py); eval/ is read here and nowhere else. ``self`` is self-evaluation by the embedded
-SmolLM2-135M (slow and near chance), on a stratified sample. Writes a JSON report with --out.
+SmolLM2-135M (slow and near chance), on a stratified sample; ``stream`` is the stream head on that model's
+hidden states (one forward of the whole chat per pair here), on a stratified sample too. Writes a JSON report
+with --out.
 """
 
 from __future__ import annotations
@@ -82,12 +84,15 @@ def main() -> None:
         "--judges",
         nargs="+",
         default=["embedding"],
-        choices=["embedding", "embedding-english", "self"],
-        help="embedding-english: the embedding judge with judge.multilingual off (MiniLM's head for every answer)",
+        choices=["embedding", "embedding-english", "self", "stream"],
+        help="embedding-english: the embedding judge with judge.multilingual off (MiniLM's head for every answer); "
+        "stream: the stream head on the embedded model's hidden states",
     )
     parser.add_argument("--policy", default="harmless")
     parser.add_argument("--limit", type=int, default=None, help="rows per set (stratified)")
-    parser.add_argument("--self-limit", type=int, default=60, help="rows per set for self-evaluation (slow)")
+    parser.add_argument(
+        "--self-limit", type=int, default=60, help="rows per set for the judges that run the 135M model (self, stream)"
+    )
     parser.add_argument("--quick", action="store_true", help="200 rows a set")
     parser.add_argument("--sets", nargs="+", help="only the sets whose name contains one of these")
     parser.add_argument("--out", type=Path, help="write the report as JSON")
@@ -107,7 +112,7 @@ def main() -> None:
     for kind in args.judges:
         started = time.perf_counter()
         backend = None
-        if kind == "self":
+        if kind in {"self", "stream"}:
             from guardrail.presets import make_backend
 
             backend = make_backend(None)
@@ -118,7 +123,8 @@ def main() -> None:
             judge = resolve_judge(policy, backend, kind)
         load_s = time.perf_counter() - started
         for name, set_rows in sets.items():
-            chosen = sample(set_rows, min(limit or 10**9, args.self_limit) if kind == "self" else limit)
+            slow = kind in {"self", "stream"}
+            chosen = sample(set_rows, min(limit or 10**9, args.self_limit) if slow else limit)
             result = measure(judge, chosen, threshold, prefixes=name.startswith("validation"))
             result["load_s"] = round(load_s, 1)
             report["results"][f"{kind} | {name}"] = result

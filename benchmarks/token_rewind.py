@@ -3,7 +3,8 @@
     .venv/bin/python benchmarks/token_rewind.py            # 4 benign + 4 red-team prompts, 48 tokens
     .venv/bin/python benchmarks/token_rewind.py --quick    # 2 + 2 prompts, 16 tokens (under 5 minutes)
 
-Modes: plain cached ``generate``; plain uncached ``generate`` (RAIN's baseline); the verify-first fast path;
+Modes: plain cached ``generate``; plain uncached ``generate`` (RAIN's baseline); the verify-first fast path
+(with the embedding judge, and with the stream head on the model's own states: ``judge: stream``);
 the full RAIN search at the reference hyperparameters (c 2, q 10, T_min 6, T_max 50, V 0.8, gamma 0.2, at least
 15 new simulations per commit) with the embedding judge as its value, and with self-evaluation (the model
 judging itself, as in RAIN; the 135M model judges near chance, so this row measures cost, not safety).
@@ -177,6 +178,8 @@ def main() -> None:
         "plain generate, uncached (RAIN's baseline)": lambda p: plain(backend, p, args.max_tokens, False),
         "fast path (verify), embedding judge": lambda p: run_guard(verify, p, judge),
         "fast path (verify) + look-ahead 32, embedding judge": lambda p: run_guard(ahead, p, judge),
+        # the stream head reads the model's own states on the decoding cache; graded by the embedding judge
+        "fast path (verify) + look-ahead 32, stream head": lambda p: run_guard(ahead, p, "stream"),
         "RAIN search, embedding judge as value": lambda p: run_guard(rain_policy, p, judge),
         # named explicitly: by default the embedded model, which cannot judge itself, gets the embedding judge
         "RAIN search, self-evaluation as value": lambda p: run_guard(rain_policy, p, "self"),

@@ -23,6 +23,8 @@ from guardrail.events import (
     TextEvent,
     VerdictEvent,
 )
+from guardrail.judges.factory import JUDGE_KINDS
+from guardrail.presets import AUTO
 
 __all__ = ["add_parsers", "build_guard", "describe"]
 
@@ -191,7 +193,7 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--judge",
         default="auto",
-        choices=["auto", "self", "embedding", "pattern", "cascade"],
+        choices=[AUTO, *JUDGE_KINDS],
         help="auto (default, as in Python): the policy's judges, but the trained embedding judge where it can score "
         "a rule and the model cannot judge itself (the embedded one, local models under 1B parameters)",
     )

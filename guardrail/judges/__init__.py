@@ -1,4 +1,5 @@
-"""Judges: self-evaluation (RAIN), embedding classifier, patterns, and the cascade that combines them.
+"""Judges: self-evaluation (RAIN), embedding classifier, patterns, the cascade that combines them, and the
+stream head on the local generating model's own hidden states.
 
 ``build_judge(policy, scorer=...)`` gives the judge a policy asks for. torch and transformers load only
 when a local scorer or the embedding judge is built.
@@ -12,6 +13,7 @@ from guardrail.judges.pattern import PatternJudge
 from guardrail.judges.question import Question, build_question
 from guardrail.judges.scorers import LogprobScorer, TextScorer, parse_option
 from guardrail.judges.self_eval import OptionProbs, OptionScorer, SelfEvalJudge
+from guardrail.judges.stream_head import StreamHeadJudge
 from guardrail.judges.verdict import Cost, Verdict
 
 __all__ = [
@@ -28,6 +30,7 @@ __all__ = [
     "Prompt",
     "Question",
     "SelfEvalJudge",
+    "StreamHeadJudge",
     "TextScorer",
     "Verdict",
     "build_judge",

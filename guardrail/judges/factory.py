@@ -1,7 +1,8 @@
 """``build_judge``: the judge a policy asks for, rule by rule, as one ``PolicyJudge``.
 
 Each checked rule goes to the judge it names (``rules[].judge``, else ``judge.default``): ``self``
-(self-evaluation with the generating model's scorer), ``embedding``, ``pattern``, ``cascade``, or a judge
+(self-evaluation with the generating model's scorer), ``embedding``, ``pattern``, ``cascade``, ``stream`` (a
+head on the local generating model's hidden states), or a judge
 declared under ``judges:`` (e.g. a separate model behind an OpenAI-compatible endpoint).
 """
 
@@ -18,6 +19,7 @@ from guardrail.judges.embedding import EmbeddingJudge, embeddable
 from guardrail.judges.pattern import PatternJudge
 from guardrail.judges.scorers import LogprobScorer
 from guardrail.judges.self_eval import OptionScorer, SelfEvalJudge
+from guardrail.judges.stream_head import StreamHeadJudge
 from guardrail.judges.verdict import Verdict
 from guardrail.openai_client import OpenAIClient
 from guardrail.policy import Policy, Rule
@@ -25,7 +27,7 @@ from guardrail.policy.schema import Scope
 
 __all__ = ["JUDGE_KINDS", "PolicyJudge", "build_judge", "needs_scorer"]
 
-JUDGE_KINDS = ("self", "embedding", "pattern", "cascade")
+JUDGE_KINDS = ("self", "embedding", "pattern", "cascade", "stream")
 
 
 class PolicyJudge(Judge):
@@ -101,6 +103,8 @@ def build_judge(
             parts.append(PatternJudge(policy, group))
         elif name == "embedding":
             parts.append(EmbeddingJudge.shared(policy, group))
+        elif name == "stream":
+            parts.append(StreamHeadJudge.over(policy, scorer, group))
         elif name == "cascade":
             usable = [rule for rule in group if embeddable(rule)]
             embedding = EmbeddingJudge.shared(policy, usable) if usable else None
@@ -113,7 +117,7 @@ def build_judge(
 def needs_scorer(policy: Policy, override: str | None = None, scope: Scope = "output") -> bool:
     """Whether judging ``policy`` needs the generating model (self-evaluation, alone or in a cascade)."""
     rules = policy.checked_rules(scope)
-    return any((override or policy.judge_for(rule)) in {"self", "cascade"} for rule in rules)
+    return any((override or policy.judge_for(rule)) in {"self", "cascade", "stream"} for rule in rules)
 
 
 def _named(policy: Policy, name: str, group: Sequence[Rule]) -> Judge:

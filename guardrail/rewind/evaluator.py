@@ -2,9 +2,10 @@
 
 Self-evaluation by the generating model itself runs on the decoding KV cache: the evaluation suffix is
 appended to each branch's cache and cropped off again, so a check costs its suffix tokens (and is batched
-over candidates). Any other judge (embedding, pattern, a separate model) gets the decoded text. The policy's
-judge is split accordingly and the verdicts are combined, so token-level and sentence-level rewind judge by
-the same rules.
+over candidates). The stream head (``judge: stream``) reads the model's state at each row's last token, one
+pending token forwarded on the same cache. Any other judge (embedding, pattern, a separate model) gets the
+decoded text. The policy's judge is split accordingly and the verdicts are combined, so token-level and
+sentence-level rewind judge by the same rules.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from guardrail.judges.factory import PolicyJudge
 from guardrail.judges.local_scorer import LocalScorer
 from guardrail.judges.question import build_question
 from guardrail.judges.self_eval import SelfEvalJudge
+from guardrail.judges.stream_head import StreamHeadJudge
+from guardrail.judges.untrusted import remove_judge_steering
 from guardrail.judges.verdict import Verdict
 from guardrail.rewind.decoder import Branches, Decoder
 
@@ -32,7 +35,10 @@ class TokenEvaluator:
             for p in parts
             if isinstance(p, SelfEvalJudge) and isinstance(p.scorer, LocalScorer) and p.scorer.model is model
         ]
-        self.text: list[Judge] = [p for p in parts if p not in self.cached]
+        self.streamed: list[StreamHeadJudge] = [
+            p for p in parts if isinstance(p, StreamHeadJudge) and p.scorer.local.model is model
+        ]
+        self.text: list[Judge] = [p for p in parts if p not in self.cached and p not in self.streamed]
         self.memo: dict[tuple[int, ...], Verdict] = {}
 
     def _cached(self, part: SelfEvalJudge, cache: Any, pending: list[list[int]], partial: bool) -> list[Verdict]:
@@ -92,10 +98,19 @@ class TokenEvaluator:
         for part in self.cached:
             whole = self._cached(part, cache, pending, partial)
             per_part.append(self._attribute(part, cache, pending, whole) if explain else whole)
-        if self.text:
-            texts = [decoder.text(r) for r in responses]
-            for judge in self.text:
-                per_part.append([judge.judge(prompt, text, partial=partial, explain=explain) for text in texts])
+        texts = [decoder.text(r) for r in responses] if self.text or self.streamed else []
+        for stream in self.streamed:
+            probabilities = stream.scorer.score_batch(cache, pending)
+            per_part.append(
+                [  # a row holding text addressed to the judge is judged on its text with that text removed
+                    stream.judge(prompt, text, partial=partial)
+                    if remove_judge_steering(text)[1]
+                    else stream.verdict_from(probability, False, 1)
+                    for text, probability in zip(texts, probabilities, strict=True)
+                ]
+            )
+        for judge in self.text:
+            per_part.append([judge.judge(prompt, text, partial=partial, explain=explain) for text in texts])
         verdicts = [combine([verdicts[row] for verdicts in per_part], "policy") for row in range(len(responses))]
         for key, verdict in zip(keys, verdicts, strict=True):
             self.memo[key] = verdict
