@@ -112,7 +112,8 @@ def main() -> None:
     for kind in args.judges:
         started = time.perf_counter()
         backend = None
-        if kind in {"self", "stream"}:
+        slow = kind in {"self", "stream"}  # they run the 135M model: a sample of each set
+        if slow:
             from guardrail.presets import make_backend
 
             backend = make_backend(None)
@@ -123,7 +124,6 @@ def main() -> None:
             judge = resolve_judge(policy, backend, kind)
         load_s = time.perf_counter() - started
         for name, set_rows in sets.items():
-            slow = kind in {"self", "stream"}
             chosen = sample(set_rows, min(limit or 10**9, args.self_limit) if slow else limit)
             result = measure(judge, chosen, threshold, prefixes=name.startswith("validation"))
             result["load_s"] = round(load_s, 1)

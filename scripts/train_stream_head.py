@@ -5,7 +5,7 @@
 
 Data: the answers, split and prefix labels of the embedding head (scripts/train_embedding_head.py,
 benchmarks/judge_data.py; ../shared/data/eval/ is never read), a random ``--train`` of the training answers
-(one forward of the 135M model per answer, ~500 tokens/s on 2 cores, so not all 13k) and ``--validation`` of
+(one forward of the 135M model per answer, ~500 tokens/s on 2 cores, so not all 13,824) and ``--validation`` of
 the validation ones. Each answer is put in the embedded model's chat (question up to 96 tokens, answer up to
 256) and forwarded once; the state at 25 %, 50 % and 100 % of the answer's tokens comes from that one forward
 (a causal model's state at a token has seen exactly the text before it: the state the guard reads while the

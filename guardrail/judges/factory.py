@@ -2,8 +2,8 @@
 
 Each checked rule goes to the judge it names (``rules[].judge``, else ``judge.default``): ``self``
 (self-evaluation with the generating model's scorer), ``embedding``, ``pattern``, ``cascade``, ``stream`` (a
-head on the local generating model's hidden states), or a judge
-declared under ``judges:`` (e.g. a separate model behind an OpenAI-compatible endpoint).
+head on the local generating model's own hidden states), or a judge declared under ``judges:`` (e.g. a
+separate model behind an OpenAI-compatible endpoint).
 """
 
 from __future__ import annotations
@@ -115,7 +115,8 @@ def build_judge(
 
 
 def needs_scorer(policy: Policy, override: str | None = None, scope: Scope = "output") -> bool:
-    """Whether judging ``policy`` needs the generating model (self-evaluation, alone or in a cascade)."""
+    """Whether judging ``policy`` needs the generating model (self-evaluation, alone or in a cascade, or the
+    stream head on its hidden states)."""
     rules = policy.checked_rules(scope)
     return any((override or policy.judge_for(rule)) in {"self", "cascade", "stream"} for rule in rules)
 
