@@ -109,7 +109,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     heads = REPO / "guardrail" / "judges" / "heads"
     parser.add_argument("--out", type=Path, default=heads / "stream_smollm2_135m.safetensors")
-    parser.add_argument("--train", type=int, default=4000, help="training answers (a random sample)")
+    parser.add_argument("--train", type=int, default=6000, help="training answers (a random sample)")
     parser.add_argument("--validation", type=int, default=1000, help="validation answers (a random sample)")
     parser.add_argument("--weight-decay", type=float, nargs="+", default=[1e-3, 1e-1])
     parser.add_argument("--min-unsafe", type=float, default=0.5)

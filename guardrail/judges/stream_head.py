@@ -13,7 +13,6 @@ instead of on the cache.
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
@@ -73,8 +72,6 @@ class StreamHead:
 class StreamScorer:
     """P(violation) from the local model's hidden state at a text's last token, with the stream head."""
 
-    name = "stream-head"
-
     def __init__(self, local: LocalScorer, head: StreamHead) -> None:
         if not head.fits(local.model):
             raise JudgeError(
@@ -83,7 +80,6 @@ class StreamScorer:
             )
         self.local = local
         self.head = head
-        self._lock = threading.RLock()
 
     def score(self, messages: Sequence[dict[str, str]], response: str) -> tuple[float, int]:
         """The head's probability for ``response`` (an answer to ``messages``) and the tokens forwarded for it:
@@ -104,7 +100,7 @@ class StreamScorer:
         width = len(pending[0])
         if any(len(row) != width for row in pending):
             raise ValueError("every row must have the same number of pending ids")
-        with self._lock, torch.inference_mode():
+        with self.local._lock, torch.inference_mode():  # one lock per model: self-evaluation shares it
             model = self.local.model
             out = model(
                 input_ids=torch.tensor([list(row) for row in pending], device=model.device),
