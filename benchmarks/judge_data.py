@@ -4,8 +4,9 @@ Used by scripts/train_embedding_head.py (training and choosing) and benchmarks/j
 
 - Training sources: ../shared/data/safety_responses_dev.jsonl (TrustLLM, GPT-4 labels) and
   ../shared/data/train_extra/ (GPTFuzz and Purdue: human labels; JailbreakBench: a model judge's silver labels,
-  weight 0.5; benign instructions: 0 by construction); benchmarks/alarming_benign.py (safe questions with
-  alarming words, answered helpfully, written for this project) only when asked for (tried and rejected).
+  weight 0.5; benign instructions: 0 by construction); benchmarks/data/alarming_train.jsonl (questions with
+  alarming words, written for this project: safe answers where the word is harmless, short direct harmful
+  answers where it is not; labels by construction) only when asked for.
   Rows whose prompt is an AdvBench behaviour (``in_advbench``) are left out: AdvBench is the red-team set of
   our rewind benchmarks.
 - Our validation split: questions whose sha256 % 5 == 0 (``in_validation_split``), in every source, so a
@@ -21,14 +22,13 @@ import random
 from pathlib import Path
 from typing import Any
 
-from alarming_benign import alarming_benign_rows
-
 from guardrail.judges.metrics import in_validation_split
 
 __all__ = [
     "HELD_OUT_STEERING",
     "PARAPHRASED_STEERING",
     "TRAIN_STEERING",
+    "alarming_rows",
     "eval_sets",
     "in_validation_split",
     "load_training_rows",
@@ -94,9 +94,8 @@ def _jsonl(path: Path) -> list[dict[str, Any]]:
 
 
 def load_training_rows(shared: Path = SHARED, *, alarming_weight: float = 0.0) -> list[dict[str, Any]]:
-    """Every training row as {question, answer, unsafe, source, weight}; our constructed safe answers to
-    questions with alarming words (benchmarks/alarming_benign.py) join with weight ``alarming_weight`` when it
-    is above 0 (off by default: the heads trained with them were rejected, docs/algorithms.md)."""
+    """Every training row as {question, answer, unsafe, source, weight}; our alarming-word pairs
+    (``alarming_rows``) join with weight ``alarming_weight`` when it is above 0."""
     rows: list[dict[str, Any]] = []
     for r in _jsonl(shared / "safety_responses_dev.jsonl"):
         rows.append({"question": r["question"], "answer": r["answer"], "unsafe": int(r["label"] == "unsafe"),
@@ -110,8 +109,21 @@ def load_training_rows(shared: Path = SHARED, *, alarming_weight: float = 0.0) -
             rows.append({"question": r["prompt"], "answer": r["response"], "unsafe": int(r["unsafe"]),
                          "source": name, "weight": weight})  # fmt: skip
     if alarming_weight > 0:
-        rows += [{**row, "weight": alarming_weight} for row in alarming_benign_rows()]
+        rows += [{**row, "weight": alarming_weight} for row in alarming_rows()]
     return rows
+
+
+def alarming_rows() -> list[dict[str, Any]]:
+    """Our questions with alarming words (kill, shoot, blow up, hack, knock out, poison, steal, ...), written
+    for this project (benchmarks/data/alarming_train.jsonl): 144 safe answers where the word is meant
+    harmlessly (a Python process, a photo, a game, history, safety advice) and 93 short, direct harmful answers
+    where it is not, so that neither the word nor the answer's length carries the label. Labels by construction;
+    none of them is a scenario of the probe (``probe_sets``)."""
+    return [
+        {"question": r["question"], "answer": r["answer"], "unsafe": r["unsafe"], "source": "alarming_pairs",
+         "weight": 1.0}
+        for r in _jsonl(REPO / "benchmarks" / "data" / "alarming_train.jsonl")
+    ]  # fmt: skip
 
 
 def prefix(answer: str, fraction: float) -> str:
@@ -177,7 +189,7 @@ def eval_sets(shared: Path = SHARED) -> dict[str, list[dict[str, Any]]]:
 
 
 def probe_sets() -> dict[str, list[dict[str, Any]]]:
-    """Our 12 short, explicit harmful answers in the alarming words that benchmarks/alarming_benign.py uses in a
+    """Our 12 short, explicit harmful answers in the alarming words that ``alarming_rows`` also uses in a
     harmless sense (kill, shoot, blow up, hack, knock out, drown, ...): does a judge tell the sense from the
     topic? All unsafe by construction (recall only); written for this project, never trained or chosen on."""
     rows = _jsonl(REPO / "benchmarks" / "data" / "alarming_harmful.jsonl")

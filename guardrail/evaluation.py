@@ -190,8 +190,8 @@ def _rate(rows: list[dict[str, Any]], key: str) -> float | None:
 
 
 def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """Per mode and per category: safe-answer rate, refusal rate, over-refusal on benign prompts, rewinds, extra
-    tokens, latency; the typo study's consistency."""
+    """Per mode and per category: safe-answer rate, refusal rate, over-refusal on benign prompts, rewinds (mean,
+    and the share of answers rewound at least once), extra tokens, latency; the typo study's consistency."""
     by: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
     for row in rows:
         if not row.get("variant_of"):
@@ -211,6 +211,7 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
                 "refusal_rate": _rate(group, "refusal") if not benign else None,
                 "over_refusal_rate": _rate(group, "refusal") if benign else None,
                 "rewinds_mean": round(sum(r["rewinds"] for r in group) / len(group), 3),
+                "rewound_rate": _rate(group, "rewinds"),  # answers with at least one rewind
                 "extra_tokens_mean": round(sum(r["extra_tokens"] for r in group) / len(group), 1),
                 "latency_mean_s": round(sum(r["latency_s"] for r in group) / len(group), 3),
             }

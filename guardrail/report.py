@@ -73,7 +73,7 @@ def write_report(run_dir: str | Path) -> Path:
         else "\n**Not an independent grade**: the judge that graded the answers also guarded them, so the guarded "
         "safe rate counts what the guard's own judge passes. Grade with another judge for an honest number.\n",
         "| category | n | safe (unguarded) | safe (guarded) | refusal (unguarded) | refusal (guarded) | "
-        "rewinds / answer | extra tokens / answer | latency s (unguarded / guarded) |",
+        "rewinds / answer (share rewound) | extra tokens / answer | latency s (unguarded / guarded) |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     unguarded, guarded = summary["modes"]["unguarded"], summary["modes"].get("guarded", {})
@@ -85,7 +85,8 @@ def write_report(run_dir: str | Path) -> Path:
         suffix = " (over-refusal)" if category == "benign" else ""
         lines.append(
             f"| {name} | {u['n']} | {_pct(u['safe_rate'])} | {_pct(g.get('safe_rate'))} | {_pct(refusal_u)}{suffix} | "
-            f"{_pct(refusal_g)}{suffix} | {g.get('rewinds_mean', 0):.2f} | {g.get('extra_tokens_mean', 0):.1f} | "
+            f"{_pct(refusal_g)}{suffix} | {g.get('rewinds_mean', 0):.2f} ({_pct(g.get('rewound_rate'))}) | "
+            f"{g.get('extra_tokens_mean', 0):.1f} | "
             f"{u['latency_mean_s']:.2f} / {g.get('latency_mean_s', 0):.2f} |"
         )
     if "typo_consistency" in summary:

@@ -104,7 +104,8 @@ MAX_PROMPT_SET_BYTES = 256 << 20
 
 
 def load_prompts(path: str | Path, *, column: str | None = None) -> list[EvalPrompt]:
-    """Prompts from JSON lines or CSV, from a ``prompt`` (or ``question``, ``goal``, ``text``) column.
+    """Prompts from JSON lines or CSV, from a ``prompt`` (or ``question``, ``goal``, ``text``) column, or from
+    a ``.txt`` file of one prompt per line.
 
     A category comes from ``category`` or the first of ``harm_categories`` when present.
     """
@@ -118,6 +119,8 @@ def load_prompts(path: str | Path, *, column: str | None = None) -> list[EvalPro
         raise ValueError(f"{path}:{bad_line}: not UTF-8 text; save the file as UTF-8") from None
     if path.suffix.lower() == ".csv":
         rows = list(csv.DictReader(text.splitlines()))
+    elif path.suffix.lower() == ".txt":
+        rows = [{"prompt": line} for line in text.splitlines() if line.strip()]
     else:
         rows = []
         for number, line in enumerate(text.splitlines(), start=1):

@@ -109,7 +109,7 @@ def data_meta(args: argparse.Namespace, train: list[dict[str, Any]], examples: l
         "data": {
             "sources": "safety_responses_dev.jsonl (TrustLLM, GPT-4 labels); train_extra: gptfuzz_labeled (human), "
             "purdue_jailbreak_manual (human), jbb_artifacts_judged (model judge, weight 0.5), benign_instruct "
-            "(0 by construction); benchmarks/alarming_benign.py (safe answers to alarming-word questions) with "
+            "(0 by construction); benchmarks/data/alarming_train.jsonl (alarming-word pairs, safe and harmful) with "
             f"weight {args.alarming_weight} (0: left out); AdvBench prompts left out; ../shared/data/eval/ never used",
             "train_answers_by_source": counts,
             "train_examples": len(examples),
@@ -154,8 +154,9 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steer-share", type=float, default=0.1)
     parser.add_argument("--min-unsafe", type=float, default=0.5, help="share of an unsafe answer that makes it unsafe")
     parser.add_argument(
-        "--alarming-weight", type=float, default=0.0, help="weight of benchmarks/alarming_benign.py (0: left out)"
-    )
+        "--alarming-weight", type=float, default=2.0,
+        help="weight of our alarming-word pairs, benchmarks/data/alarming_train.jsonl (0: left out)",
+    )  # fmt: skip
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--limit", type=int, default=0, help="use only this many answers per split (smoke runs)")
 

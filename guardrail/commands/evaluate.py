@@ -176,13 +176,16 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         help="the guard's own judge (default: auto, as in guardrail chat)",
     )
     ev.add_argument("--judge-policy", default="harmless", help="the policy the answers are judged against")
-    ev.add_argument("--prompts", help="JSON lines or CSV with a prompt column (e.g. ../shared/data/advbench.jsonl)")
+    ev.add_argument(
+        "--prompts",
+        help="JSON lines or CSV with a prompt column (e.g. ../shared/data/advbench.jsonl), or .txt, one prompt a line",
+    )
     ev.add_argument("--generate", action="store_true", help="generate test questions per category (paper's template)")
     ev.add_argument("--generator", help="OpenAI-compatible base URL of the generator model (default: the model)")
     ev.add_argument("--generator-name", help="model name at --generator")
     ev.add_argument("--misuse", action="store_true", help="add the misuse study's templates")
     ev.add_argument("--typos", action="store_true", help="add typo variants (consistency study)")
-    ev.add_argument("--benign", help="benign prompts (JSON lines / CSV) for the over-refusal rate")
+    ev.add_argument("--benign", help="benign prompts (JSON lines, CSV or .txt) for the over-refusal rate")
     ev.add_argument("--limit", type=int, help="first N prompts")
     ev.add_argument("--seed", type=int, default=0)
     ev.add_argument("--out", default="eval-run", help="run folder (reuse it to resume; default: eval-run)")
