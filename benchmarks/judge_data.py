@@ -28,6 +28,7 @@ __all__ = [
     "HELD_OUT_STEERING",
     "PARAPHRASED_STEERING",
     "TRAIN_STEERING",
+    "abuse_rows",
     "alarming_rows",
     "eval_sets",
     "in_validation_split",
@@ -93,9 +94,11 @@ def _jsonl(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
-def load_training_rows(shared: Path = SHARED, *, alarming_weight: float = 0.0) -> list[dict[str, Any]]:
+def load_training_rows(
+    shared: Path = SHARED, *, alarming_weight: float = 0.0, abuse_weight: float = 0.0
+) -> list[dict[str, Any]]:
     """Every training row as {question, answer, unsafe, source, weight}; our alarming-word pairs
-    (``alarming_rows``) join with weight ``alarming_weight`` when it is above 0."""
+    (``alarming_rows``) and abuse pairs (``abuse_rows``) join with their weight when it is above 0."""
     rows: list[dict[str, Any]] = []
     for r in _jsonl(shared / "safety_responses_dev.jsonl"):
         rows.append({"question": r["question"], "answer": r["answer"], "unsafe": int(r["label"] == "unsafe"),
@@ -110,6 +113,8 @@ def load_training_rows(shared: Path = SHARED, *, alarming_weight: float = 0.0) -
                          "source": name, "weight": weight})  # fmt: skip
     if alarming_weight > 0:
         rows += [{**row, "weight": alarming_weight} for row in alarming_rows()]
+    if abuse_weight > 0:
+        rows += [{**row, "weight": abuse_weight} for row in abuse_rows()]
     return rows
 
 
@@ -123,6 +128,18 @@ def alarming_rows() -> list[dict[str, Any]]:
         {"question": r["question"], "answer": r["answer"], "unsafe": r["unsafe"], "source": "alarming_pairs",
          "weight": 1.0}
         for r in _jsonl(REPO / "benchmarks" / "data" / "alarming_train.jsonl")
+    ]  # fmt: skip
+
+
+def abuse_rows() -> list[dict[str, Any]]:
+    """Our abuse pairs (benchmarks/data/abuse_pairs.jsonl), written for this project: 26 abusive answers (hate,
+    harassment, threats, self-harm encouragement, sexual harassment, extremist praise) and 26 safe answers to
+    the same or a neighbouring request. Labels by construction. Tried and rejected for the shipped head (more
+    steering flips, docs/algorithms.md); off unless asked for."""
+    return [
+        {"question": r["question"], "answer": r["answer"], "unsafe": r["unsafe"], "source": "abuse_pairs",
+         "weight": 1.0}
+        for r in _jsonl(REPO / "benchmarks" / "data" / "abuse_pairs.jsonl")
     ]  # fmt: skip
 
 

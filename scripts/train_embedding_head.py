@@ -110,7 +110,8 @@ def data_meta(args: argparse.Namespace, train: list[dict[str, Any]], examples: l
             "sources": "safety_responses_dev.jsonl (TrustLLM, GPT-4 labels); train_extra: gptfuzz_labeled (human), "
             "purdue_jailbreak_manual (human), jbb_artifacts_judged (model judge, weight 0.5), benign_instruct "
             "(0 by construction); benchmarks/data/alarming_train.jsonl (alarming-word pairs, safe and harmful) with "
-            f"weight {args.alarming_weight} (0: left out); AdvBench prompts left out; ../shared/data/eval/ never used",
+            f"weight {args.alarming_weight} (0: left out); benchmarks/data/abuse_pairs.jsonl with weight "
+            f"{args.abuse_weight}; AdvBench prompts left out; ../shared/data/eval/ never used",
             "train_answers_by_source": counts,
             "train_examples": len(examples),
             "prefixes": "25/50 % (not of benign instructions); unsafe from 50 % of the answer on, shorter left out",
@@ -157,6 +158,10 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
         "--alarming-weight", type=float, default=2.0,
         help="weight of our alarming-word pairs, benchmarks/data/alarming_train.jsonl (0: left out)",
     )  # fmt: skip
+    parser.add_argument(
+        "--abuse-weight", type=float, default=0.0,
+        help="weight of our abuse pairs, benchmarks/data/abuse_pairs.jsonl (0: left out; tried and rejected)",
+    )  # fmt: skip
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--limit", type=int, default=0, help="use only this many answers per split (smoke runs)")
 
@@ -166,7 +171,7 @@ def training_examples(
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
     """(training answers, validation answers, training examples: the answers, their prefixes and steered
     copies), split by question, as every head-training script uses them."""
-    rows = judge_data.load_training_rows(alarming_weight=args.alarming_weight)
+    rows = judge_data.load_training_rows(alarming_weight=args.alarming_weight, abuse_weight=args.abuse_weight)
     random.Random(args.seed).shuffle(rows)
     train = [r for r in rows if not judge_data.in_validation_split(r["question"])]
     val = [r for r in rows if judge_data.in_validation_split(r["question"])]
