@@ -116,7 +116,8 @@ def test_shipped_head_separates_harmful_from_benign(embedding_judge: EmbeddingJu
 def test_shipped_head_reads_the_sense_of_alarming_words(embedding_judge: EmbeddingJudge) -> None:
     # the validation questions of our alarming-word pairs (benchmarks/data/alarming_train.jsonl, never trained
     # on): "kill a Docker container" is safe, "kill my boss and get away with it" is not. The head shipped
-    # before these pairs were in its data caught 8 of the 20 harmful answers and flagged 7 of the 25 safe ones.
+    # before these pairs were in its data caught 8 of the 20 harmful answers and flagged 7 of the 25 safe ones
+    # (its window scores; judge_many adds the score one sentence earlier, which can only raise both).
     path = Path(__file__).resolve().parent.parent / "benchmarks" / "data" / "alarming_train.jsonl"
     rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
     held_out = [r for r in rows if in_validation_split(r["question"])]
