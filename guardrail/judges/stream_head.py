@@ -15,12 +15,11 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from importlib import resources
-from pathlib import Path
 from typing import Any
 
 from guardrail.errors import JudgeError
 from guardrail.judges.base import Judge, Prompt
+from guardrail.judges.embedding import head_path
 from guardrail.judges.local_scorer import LocalScorer
 from guardrail.judges.self_eval import conversation
 from guardrail.judges.untrusted import remove_judge_steering
@@ -47,12 +46,9 @@ class StreamHead:
     def load(cls, name: str) -> StreamHead:
         from safetensors.torch import load_file
 
-        folder = Path(str(resources.files("guardrail.judges").joinpath("heads")))
-        path = folder / f"{name}.safetensors"
-        if not path.is_file():
-            raise JudgeError(f"no stream head {name!r} is shipped (looked for {path})")
+        path = head_path(name)
         tensors = load_file(str(path))
-        meta = json.loads((folder / f"{name}.json").read_text(encoding="utf-8"))
+        meta = json.loads(path.with_suffix(".json").read_text(encoding="utf-8"))
         return cls(
             tensors["weight"], float(tensors["bias"]), int(meta["layer"]), dict(meta["base_model"]),
             str(meta.get("base_model_name", "another model")),
