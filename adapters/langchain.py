@@ -40,9 +40,11 @@ from guardrail import _sync
 from guardrail.backends.base import Chunk, GenerationParams, Message, StreamingBackend
 from guardrail.events import Event, FinalEvent, GuardResult, TextEvent
 from guardrail.guard import Guard
+from guardrail.judges.factory import JUDGE_KINDS
 from guardrail.judges.scorers import TextScorer, afirst_pieces, first_pieces
 from guardrail.judges.self_eval import OptionScorer
 from guardrail.policy import Policy
+from guardrail.presets import AUTO
 
 __all__ = ["GuardedChatModel", "GuardedRunnable", "LangChainBackend", "guard", "to_langchain", "to_messages"]
 
@@ -245,7 +247,7 @@ class GuardedChatModel(BaseChatModel):
     model: Any = Field(description="The inner chat model (or Runnable taking messages).")
     policy: Any = Field(default="harmless", description="Policy object, built-in name or YAML path.")
     judge: Any = Field(
-        default=None, description="A Judge, or a judge kind by name (auto, self, embedding, pattern, cascade, stream)."
+        default=None, description=f"A Judge, or a judge kind by name ({', '.join((AUTO, *JUDGE_KINDS))})."
     )
     audit: str | None = Field(default=None, description="Append audit records (JSON lines) to this file.")
     temperature: float | None = None

@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/judge_quality.py                       # embedding judge, every set (~5 min)
     .venv/bin/python benchmarks/judge_quality.py --judges embedding self --self-limit 60   # + self-evaluation
     .venv/bin/python benchmarks/judge_quality.py --quick               # 200 rows a set, for a smoke run
+    .venv/bin/python benchmarks/judge_quality.py --judges grader --limit 600   # the independent grader
 
 For each judge and set: ROC-AUC, F1 / precision / recall / false-violation rate at the shipped threshold (the
 policy's, 0.5), and for our validation split F1 at 25 / 50 / 100 % of each answer (a prefix of an unsafe answer
@@ -10,8 +11,9 @@ keeps its label: strict). Pairs/s is measured on whole answers on this machine (
 excluded. The embedding head was trained and its threshold chosen on the training split only
 (benchmarks/judge_data.py); eval/ is read here and nowhere else. ``self`` is self-evaluation by the embedded
 SmolLM2-135M (slow and near chance), on a stratified sample; ``stream`` is the stream head on that model's
-hidden states (one forward of the whole chat per pair here), on a stratified sample too. Writes a JSON report
-with --out.
+hidden states (one forward of the whole chat per pair here), on a stratified sample too. ``grader`` is the
+independent grader (guardrail/judges/grader.py), trained on our validation split's questions: its validation
+row is its own held-out part of that split (sha256 % 25 == 0). Writes a JSON report with --out.
 """
 
 from __future__ import annotations
@@ -84,7 +86,7 @@ def main() -> None:
         "--judges",
         nargs="+",
         default=["embedding"],
-        choices=["embedding", "embedding-english", "self", "stream"],
+        choices=["embedding", "embedding-english", "self", "stream", "grader"],
         help="embedding-english: the embedding judge with judge.multilingual off (MiniLM's head for every answer); "
         "stream: the stream head on the embedded model's hidden states",
     )
@@ -101,6 +103,8 @@ def main() -> None:
 
     rows = judge_data.load_training_rows()
     sets = {"validation (ours)": [r for r in rows if judge_data.in_validation_split(r["question"])]}
+    # the grader trains on "validation (ours)" but for its own fifth of it (scripts/train_multilingual_head.py)
+    grader_validation = [r for r in rows if judge_data.in_validation_split(r["question"], 25)]
     sets.update(judge_data.eval_sets())
     sets.update(judge_data.multilingual_sets())
     sets.update(judge_data.probe_sets())
@@ -124,6 +128,8 @@ def main() -> None:
             judge = resolve_judge(policy, backend, kind)
         load_s = time.perf_counter() - started
         for name, set_rows in sets.items():
+            if kind == "grader" and name == "validation (ours)":
+                name, set_rows = "validation (grader's own)", grader_validation
             chosen = sample(set_rows, min(limit or 10**9, args.self_limit) if slow else limit)
             result = measure(judge, chosen, threshold, prefixes=name.startswith("validation"))
             result["load_s"] = round(load_s, 1)

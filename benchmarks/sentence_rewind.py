@@ -7,7 +7,8 @@ Benign prompts: end-to-end latency and time to first verified text, unguarded (t
 guarded with a pattern judge (no model: the engine's own overhead), the embedding judge (the cheap judge) and
 self-evaluation (logprobs from the same server), each prompt run in every mode in turn, greedy decoding.
 Red-team prompts (../shared/data/advbench.jsonl): with the embedding judge guarding, the rewinds, extra tokens
-and fallbacks, and how many final answers the embedding judge passes, next to the unguarded answers.
+and fallbacks, and how many final answers pass the independent grader (guardrail/judges/grader.py: another
+encoder, trained on questions the embedding judge never saw), next to the unguarded answers.
 Everything runs on the same 2 cores: the server, the judge and the client. Each prompt is warmed up untimed
 first and the order of the modes rotates, since llama.cpp reuses its KV cache for a repeated prompt prefix.
 """
@@ -32,6 +33,7 @@ from guardrail.evaluation import is_refusal  # noqa: E402
 from guardrail.events import FinalEvent, TextEvent  # noqa: E402
 from guardrail.guard import Guard  # noqa: E402
 from guardrail.judges import EmbeddingJudge  # noqa: E402
+from guardrail.judges.grader import GraderJudge  # noqa: E402
 from guardrail.openai_client import OpenAIClient  # noqa: E402
 from guardrail.policy import load_policy  # noqa: E402
 from tests.llama_server import LlamaServer  # noqa: E402
@@ -103,6 +105,7 @@ async def run(args: argparse.Namespace, base_url: str) -> dict[str, Any]:
     client = OpenAIClient(base_url, model="smollm2", read_timeout=300)
     harmless = load_policy("harmless")
     embedding = EmbeddingJudge(harmless)
+    grader = GraderJudge(harmless)  # grades the answers; guards none
     variants = {f"look-ahead {n}": with_rewind(harmless, lookahead_tokens=n, release_lag=0) for n in args.lookahead}
     guards = {
         "guarded, pattern judge (engine only)": Guard(NO_OP, OpenAIBackend(base_url, client=client)),
@@ -148,8 +151,7 @@ async def run(args: argparse.Namespace, base_url: str) -> dict[str, Any]:
         red_rows = []
         for prompt, plain in zip(red, plain_rows, strict=True):
             safe = await guarded(guards[f"guarded, embedding judge, {variant}"], prompt, args.max_tokens)
-            plain_verdict = embedding.judge(prompt, plain["text"])
-            final_verdict = embedding.judge(prompt, safe["text"])  # the judge that guarded: not independent
+            plain_verdict, final_verdict = grader.judge_many([(prompt, plain["text"]), (prompt, safe["text"])])
             refuses = is_refusal(safe["text"], safe["fallback"])  # a grade independent of every judge
             red_rows.append(
                 {**safe, "unguarded_passes": not plain_verdict.violated, "passes": not final_verdict.violated,
@@ -201,10 +203,10 @@ def main() -> None:
             f"| {row['mode']} | {row['latency_mean']:.2f} | {row['latency_median']:.2f} | {row['ttft_mean']:.2f} | "
             f"{row['ratio']:.2f} | {row['rewinds']} | {row['identical_to_unguarded']}/{args.benign} |"
         )
-    print("\nRed-team prompts (advbench), embedding judge guarding; 'passing' is graded by that same judge (not an")
-    print("independent grade); 'ended after released text' = streamed answers cut short by a refusal (terminated):\n")
+    print("\nRed-team prompts (advbench), embedding judge guarding; 'passing' is graded by the independent grader")
+    print("(it guards nothing); 'ended after released text' = streamed answers cut short by a refusal (terminated):\n")
     print(
-        "| variant | answers passing the judge, unguarded | guarded | rewinds | extra tokens | fallbacks | "
+        "| variant | answers passing the grader, unguarded | guarded | rewinds | extra tokens | fallbacks | "
         "ended after released text | refuse, unguarded / guarded (refusal patterns: independent) | "
         "time to first verified text s | mean s guarded |"
     )

@@ -10,7 +10,8 @@ the full RAIN search at the reference hyperparameters (c 2, q 10, T_min 6, T_max
 judging itself, as in RAIN; the 135M model judges near chance, so this row measures cost, not safety).
 Columns: wall time; language-model forward tokens and calls per committed token (generation plus
 self-evaluation suffixes; the embedding judge's MiniLM forwards are not LM forwards and are not counted);
-peak extra memory (RSS); rewinds; whether the final answer passes the embedding judge.
+peak extra memory (RSS); rewinds; whether the final answer passes the independent grader (guardrail/judges/
+grader.py: another encoder, trained on questions the embedding judge never saw; it guards no mode here).
 
 The reference design is modelled by counting what it would process for the same number of simulations (one
 per expansion, as it counts them): each simulation reads the leaf's context once, grows q candidates and rolls
@@ -41,6 +42,7 @@ from guardrail.backends.local import LocalBackend  # noqa: E402
 from guardrail.evaluation import is_refusal  # noqa: E402
 from guardrail.guard import Guard  # noqa: E402
 from guardrail.judges import EmbeddingJudge  # noqa: E402
+from guardrail.judges.grader import GraderJudge  # noqa: E402
 from guardrail.policy import load_policy  # noqa: E402
 from guardrail.rewind import rain  # noqa: E402
 
@@ -95,7 +97,7 @@ def plain(backend: LocalBackend, prompt: str, max_tokens: int, cached: bool) -> 
     tokens = len(ids) + n - 1 if cached else sum(len(ids) + i for i in range(n))
     text = backend.tokenizer.decode(new, skip_special_tokens=True)
     return {"wall": wall, "committed": n, "lm_tokens": tokens, "lm_calls": n, "memory": memory.extra_mb,
-            "rewinds": 0, "text": text, "simulations": 0, "reference_tokens": 0}  # fmt: skip
+            "rewinds": 0, "text": text, "prompt": prompt, "simulations": 0, "reference_tokens": 0}  # fmt: skip
 
 
 class CountingRain(rain.RainSearch):
@@ -124,7 +126,7 @@ class CountingRain(rain.RainSearch):
         return done
 
 
-def guarded(guard: Guard, prompt: str, max_tokens: int, judge: EmbeddingJudge) -> dict[str, Any]:
+def guarded(guard: Guard, prompt: str, max_tokens: int, grader: GraderJudge) -> dict[str, Any]:
     CountingRain.reference_tokens = CountingRain.reference_uncached = CountingRain.simulations_total = 0
     with PeakMemory() as memory:
         started = time.perf_counter()
@@ -135,7 +137,8 @@ def guarded(guard: Guard, prompt: str, max_tokens: int, judge: EmbeddingJudge) -
     lm_calls = result.generation_cost.forward_passes + result.judge_cost.forward_passes
     return {"wall": wall, "committed": committed, "lm_tokens": lm_tokens, "lm_calls": lm_calls,
             "memory": memory.extra_mb, "rewinds": len(result.rewinds), "text": result.text,
-            "passes": not judge.judge(prompt, result.text).violated, "fallback": result.fallback is not None,
+            "passes": not grader.judge_many([(prompt, result.text)])[0].violated,
+            "fallback": result.fallback is not None,
             "refuses": is_refusal(result.text, result.fallback.action if result.fallback else None),
             "simulations": CountingRain.simulations_total,
             "reference_tokens": CountingRain.reference_tokens,
@@ -162,6 +165,7 @@ def main() -> None:
     backend = LocalBackend()
     harmless = load_policy("harmless")
     judge = EmbeddingJudge(harmless)
+    grader = GraderJudge(harmless)  # grades every mode; guards none
     verify = parse_policy(
         "name: verify\nextends: harmless\nrewind: {mode: token, strategy: verify, lookahead_tokens: 0}\n"
     )
@@ -171,14 +175,14 @@ def main() -> None:
     rain_policy = parse_policy("name: rain\nextends: harmless\nrewind: {mode: token, strategy: rain}\n")
 
     def run_guard(policy: Any, prompt: str, value: EmbeddingJudge | str) -> dict[str, Any]:
-        return guarded(Guard(policy, backend, judge=value), prompt, args.max_tokens, judge)
+        return guarded(Guard(policy, backend, judge=value), prompt, args.max_tokens, grader)
 
     modes: dict[str, Any] = {
         "plain generate, cached": lambda p: plain(backend, p, args.max_tokens, True),
         "plain generate, uncached (RAIN's baseline)": lambda p: plain(backend, p, args.max_tokens, False),
         "fast path (verify), embedding judge": lambda p: run_guard(verify, p, judge),
         "fast path (verify) + look-ahead 32, embedding judge": lambda p: run_guard(ahead, p, judge),
-        # the stream head reads the model's own states on the decoding cache; graded by the embedding judge
+        # the stream head reads the model's own states on the decoding cache
         "fast path (verify) + look-ahead 32, stream head": lambda p: run_guard(ahead, p, "stream"),
         "RAIN search, embedding judge as value": lambda p: run_guard(rain_policy, p, judge),
         # named explicitly: by default the embedded model, which cannot judge itself, gets the embedding judge
@@ -206,20 +210,22 @@ def main() -> None:
         print(
             "| mode | prompts | wall s (mean) | s per committed token | x cached generate | LM forward tokens / "
             "committed token | LM calls / committed token | peak extra MB | rewinds | ended in fallback | "
-            "final passes the embedding judge (* = the judge that guarded it: not an independent grade) | "
+            "final passes the grader (independent of every guard here) | "
             "refuses (refusal patterns: independent of every judge) |"
         )
         print("|---|---|---|---|---|---|---|---|---|---|---|---|")
         for mode, rows in per_mode.items():
             committed = sum(r["committed"] for r in rows)
             per_token = sum(r["wall"] for r in rows) / committed
-            passes = sum(1 for r in rows if r.get("passes", not judge.judge("", r["text"]).violated))
+            graded = [r["passes"] if "passes" in r else not grader.judge_many([(r["prompt"], r["text"])])[0].violated
+                      for r in rows]  # fmt: skip
+            passes = sum(graded)
             print(
                 f"| {mode} | {len(rows)} | {statistics.mean(r['wall'] for r in rows):.2f} | {per_token:.3f} | "
                 f"{per_token / base_per_token:.1f} | {sum(r['lm_tokens'] for r in rows) / committed:.1f} | "
                 f"{sum(r['lm_calls'] for r in rows) / committed:.1f} | {max(r['memory'] for r in rows):.0f} | "
                 f"{sum(r['rewinds'] for r in rows)} | {sum(1 for r in rows if r.get('fallback'))} | "
-                f"{passes}/{len(rows)}{' *' if 'embedding judge' in mode else ''} | "
+                f"{passes}/{len(rows)} | "
                 f"{sum(1 for r in rows if r.get('refuses', is_refusal(r['text'])))}/{len(rows)} |"
             )
         for mode, rows in per_mode.items():

@@ -66,7 +66,9 @@ def write_report(run_dir: str | Path) -> Path:
     lines = [
         f"# Evaluation: {meta.get('model', 'model')} with policy {meta.get('policy', '?')}",
         "",
-        f"Answers judged by: **{meta.get('judge', '?')}**; guard: {meta.get('guard', '?')}; max_tokens "
+        f"Answers judged by: **{meta.get('judge', '?')}**"
+        f"{', a judge the guard does not use' if meta.get('independent_grade') else ''}; "
+        f"guard: {meta.get('guard', '?')}; max_tokens "
         f"{meta.get('max_tokens', '?')}, greedy decoding, seed {meta.get('seed', 0)}.",
         ""
         if meta.get("independent_grade", True)

@@ -2,6 +2,12 @@
 
     .venv/bin/python scripts/train_multilingual_head.py     # writes guardrail/judges/heads/harmless_multilingual.*
     .venv/bin/python scripts/train_multilingual_head.py --limit 300 --epochs 2 --out /tmp/m.safetensors  # smoke
+    .venv/bin/python scripts/train_multilingual_head.py --grader --alarming-weight 2  # the independent grader
+
+``--grader`` trains the independent grader instead (``guardrail/judges/grader.py``, heads/grader.*): the same
+features and head, but only on the questions the judge's heads never train on (our validation split, sha256 %
+5 == 0), which it splits again (sha256 % 25 == 0 validates it): a second head, on another encoder and other
+questions, that grades answers a guard produced (``guardrail eval``, the rewind benchmarks).
 
 Same data, split, prefixes and steering copies as scripts/train_embedding_head.py (benchmarks/judge_data.py:
 English only; ../shared/data/eval/ never read), a random 9,000 of the examples (e5 costs about 60 ms a pair on
@@ -33,7 +39,13 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 sys.path.insert(0, str(REPO / "scripts"))
 
 import judge_data  # noqa: E402
-from train_embedding_head import add_training_arguments, report, train_head, training_examples  # noqa: E402
+from train_embedding_head import (  # noqa: E402
+    GRADER_FOLDS,
+    add_training_arguments,
+    report,
+    train_head,
+    training_examples,
+)
 
 from guardrail.judges import metrics  # noqa: E402
 from guardrail.judges.multilingual import ANSWER_CHARS, QUESTION_CHARS, E5Encoder  # noqa: E402
@@ -87,8 +99,9 @@ def calibrate(encoder: E5Encoder) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, help="default: heads/harmless_multilingual (or heads/grader)")
     parser.add_argument(
-        "--out", type=Path, default=REPO / "guardrail" / "judges" / "heads" / "harmless_multilingual.safetensors"
+        "--grader", action="store_true", help="train the independent grader: our validation split's questions only"
     )
     add_training_arguments(parser)
     parser.set_defaults(alarming_weight=0.0)  # the shipped multilingual head saw none of the English alarming pairs
@@ -101,6 +114,8 @@ def main() -> None:
         "--calibrate-only", action="store_true", help="only re-choose the non-English offset of the head at --out"
     )
     args = parser.parse_args()
+    heads = REPO / "guardrail" / "judges" / "heads"
+    args.out = args.out or heads / ("grader.safetensors" if args.grader else "harmless_multilingual.safetensors")
 
     if args.calibrate_only:
         meta_path = args.out.with_suffix(".json")
@@ -110,7 +125,7 @@ def main() -> None:
         return
     random.seed(args.seed)
     encoder = E5Encoder()
-    train, val, examples = training_examples(args)
+    train, val, examples = training_examples(args, grader=args.grader)
     rng = random.Random(args.seed)
     if len(examples) > args.max_examples:
         examples = rng.sample(examples, args.max_examples)
@@ -156,6 +171,16 @@ def main() -> None:
         "trained on or chosen on",
         "train_examples": len(examples),
         "split": "validation = questions with sha256(question) % 5 == 0, in every source",
+    }
+    if args.grader:
+        meta |= {
+            "data": "the sources of harmless.json (English only), but only the questions harmless.json and "
+            "harmless_multilingual.json never trained on (their validation split, sha256(question) % 5 == 0); "
+            "non-English text never trained on or chosen on",
+            "split": f"train = that split's questions with sha256(question) % {GRADER_FOLDS} != 0, validation = "
+            f"those with % {GRADER_FOLDS} == 0",
+        }
+    meta |= {
         "calibration": f"bias shifted so 0.5 = the validation-F1-best threshold ({threshold:.4f} before)",
         "hyperparameters": {k: str(v) for k, v in vars(args).items() if k not in {"out", "cache"}}
         | {"chosen_hidden": best[2]},

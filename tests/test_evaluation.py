@@ -150,4 +150,5 @@ def test_a_grade_by_the_guards_own_judge_is_marked_not_independent(tmp_path: Pat
     fresh = make(tmp_path / "other", ["Sure. BAD plan."])
     fresh.meta["independent_grade"] = True
     fresh.run(PROMPTS[:1])
-    assert "Not an independent grade" not in write_report(tmp_path / "other" / "run").read_text()
+    independent = write_report(tmp_path / "other" / "run").read_text()
+    assert "Not an independent grade" not in independent and "a judge the guard does not use" in independent

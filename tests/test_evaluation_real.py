@@ -20,7 +20,7 @@ def test_eval_interrupt_resume_report_and_export(tmp_path: Path) -> None:
     run = tmp_path / "run"
     command = [
         sys.executable, "-m", "guardrail", "eval", "--prompts", str(shared_data("advbench.jsonl")), "--limit", "3",
-        "--judge", "embedding", "--out", str(run), "--max-tokens", "24",
+        "--out", str(run), "--max-tokens", "24",
         "--benign", str(REPO / "benchmarks" / "data" / "benign.jsonl"),
     ]  # fmt: skip
     first = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -44,8 +44,10 @@ def test_eval_interrupt_resume_report_and_export(tmp_path: Path) -> None:
     assert len(rows) == 26 and len({(r["id"], r["mode"]) for r in rows}) == 26  # 13 prompts x 2 modes, none twice
     report = (run / "report.md").read_text()
     assert "safe (unguarded)" in report and "over-refusal" in report
-    # graded by the embedding judge, which also guarded them on this model: the report says so
-    assert "Not an independent grade" in report and "[eval] note" in second.stderr
+    # graded by default by the independent grader, not by the embedding judge that guarded them on this model
+    assert "Answers judged by: **grader (harmless)**, a judge the guard does not use" in report
+    assert "judge embedding" in report
+    assert "Not an independent grade" not in report and "[eval] note" not in second.stderr
     assert (run / "safe_rate.png").stat().st_size > 5000 and (run / "refusal_rate.png").exists()
     summary = json.loads((run / "summary.json").read_text())
     assert summary["modes"]["guarded"]["*"]["n"] == 3 and summary["modes"]["guarded"]["benign"]["n"] == 10

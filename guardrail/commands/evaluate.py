@@ -10,6 +10,8 @@ from typing import Any
 
 from guardrail.commands.chat import add_model_arguments, build_guard
 from guardrail.errors import BackendError, GuardrailError, JudgeError, PolicyError
+from guardrail.judges.factory import JUDGE_KINDS
+from guardrail.presets import AUTO
 
 __all__ = ["add_parsers"]
 
@@ -165,14 +167,17 @@ def run_export(args: argparse.Namespace) -> int:
 def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     ev = sub.add_parser("eval", help="evaluate a model per category, unguarded vs guarded, with a report")
     add_model_arguments(ev)
-    ev.set_defaults(judge="embedding")
+    ev.set_defaults(judge="grader")
     for action in ev._actions:
         if action.dest == "judge":
-            action.help = "the judge that scores every answer (default: embedding; should differ from the guard's)"
+            action.help = (
+                "the judge that grades every answer (default: grader, the independent grader: another encoder, "
+                "trained on questions the embedding judge never saw; should differ from the guard's)"
+            )
     ev.add_argument(
         "--guard-judge",
-        default="auto",
-        choices=["auto", "self", "embedding", "pattern", "cascade"],
+        default=AUTO,
+        choices=[AUTO, *JUDGE_KINDS],
         help="the guard's own judge (default: auto, as in guardrail chat)",
     )
     ev.add_argument("--judge-policy", default="harmless", help="the policy the answers are judged against")

@@ -1,5 +1,6 @@
-"""Judges: self-evaluation (RAIN), embedding classifier, patterns, the cascade that combines them, and the
-stream head on the local generating model's own hidden states.
+"""Judges: self-evaluation (RAIN), embedding classifier, patterns, the cascade that combines them, the
+stream head on the local generating model's own hidden states, and the independent grader (for grading what
+another judge guarded).
 
 ``build_judge(policy, scorer=...)`` gives the judge a policy asks for. torch and transformers load only
 when a local scorer or the embedding judge is built.
@@ -9,6 +10,7 @@ from guardrail.judges.base import Judge, Prompt, combine
 from guardrail.judges.cascade import CascadeJudge
 from guardrail.judges.embedding import EmbeddingJudge
 from guardrail.judges.factory import JUDGE_KINDS, PolicyJudge, build_judge, needs_scorer
+from guardrail.judges.grader import GraderJudge
 from guardrail.judges.pattern import PatternJudge
 from guardrail.judges.question import Question, build_question
 from guardrail.judges.scorers import LogprobScorer, TextScorer, parse_option
@@ -21,6 +23,7 @@ __all__ = [
     "CascadeJudge",
     "Cost",
     "EmbeddingJudge",
+    "GraderJudge",
     "Judge",
     "LogprobScorer",
     "OptionProbs",

@@ -256,7 +256,7 @@ def head_module(torch: Any, tensors: dict[str, Any]) -> Any:
 
 #: encoders by head path (None: the base model, for example-based rules), loaded once per process
 _ENCODERS: dict[str, CrossEncoder] = {}
-_SHARED_JUDGES: OrderedDict[tuple[str, tuple[str, ...], str], EmbeddingJudge] = OrderedDict()
+_SHARED_JUDGES: OrderedDict[tuple[str, str, tuple[str, ...], str], EmbeddingJudge] = OrderedDict()
 _SHARED_LOCK = threading.RLock()
 _SHARED_MAX = 32
 
@@ -299,20 +299,7 @@ class EmbeddingJudge(Judge):
         self._multilingual: dict[str, E5Encoder] = {}  # rule id -> head for answers not in English
         self._prototype_rules: list[Rule] = []
         for rule in self.rules:
-            path = Path(head) if head is not None else None
-            if path is None and rule.id in BUILTIN_HEADS:
-                path = head_path(BUILTIN_HEADS[rule.id])
-                if policy.judge.multilingual == "auto" and rule.id in MULTILINGUAL_HEADS:
-                    self._add_multilingual(rule.id)
-            if path is not None:
-                self._heads[rule.id] = _encoder(path)
-            elif rule.examples.violating and rule.examples.compliant:
-                self._prototype_rules.append(rule)
-            else:
-                raise JudgeError(
-                    f"rule {rule.id!r}: the embedding judge needs a trained head or examples (at least one "
-                    f"violating and one compliant); add 'examples:' to the rule or pick another judge"
-                )
+            self._add_rule(rule, Path(head) if head is not None else None)
         #: concurrent requests' calls are scored together on one worker thread (``guardrail.judges.batcher``)
         self.batcher: Batcher[tuple[str, str, bool], Verdict] = Batcher(
             self._judge_batch, wait_s=policy.judge.batch_wait_ms / 1000, name="guardrail-embedding-judge"
@@ -326,6 +313,23 @@ class EmbeddingJudge(Judge):
                     self._base.embeddings(rule.examples.violating),
                     self._base.embeddings(rule.examples.compliant),
                 )
+
+    def _add_rule(self, rule: Rule, path: Path | None) -> None:
+        """The head that scores ``rule``: ``path``, else the shipped one (and its multilingual twin), else the
+        rule's examples."""
+        if path is None and rule.id in BUILTIN_HEADS:
+            path = head_path(BUILTIN_HEADS[rule.id])
+            if self.policy.judge.multilingual == "auto" and rule.id in MULTILINGUAL_HEADS:
+                self._add_multilingual(rule.id)
+        if path is not None:
+            self._heads[rule.id] = _encoder(path)
+        elif rule.examples.violating and rule.examples.compliant:
+            self._prototype_rules.append(rule)
+        else:
+            raise JudgeError(
+                f"rule {rule.id!r}: the embedding judge needs a trained head or examples (at least one "
+                f"violating and one compliant); add 'examples:' to the rule or pick another judge"
+            )
 
     def _add_multilingual(self, rule_id: str) -> None:
         try:
@@ -345,7 +349,7 @@ class EmbeddingJudge(Judge):
         from the same policy gets the same judge, so concurrent streams across all of them are batched by one
         worker (``self.batcher``). (The encoders are shared process-wide in any case: loaded once per head.)"""
         chosen = list(rules) if rules is not None else policy.checked_rules("output")
-        key = (policy.model_dump_json(), tuple(rule.model_dump_json() for rule in chosen), str(head or ""))
+        key = (cls.__name__, policy.model_dump_json(), tuple(r.model_dump_json() for r in chosen), str(head or ""))
         with _SHARED_LOCK:
             judge = _SHARED_JUDGES.pop(key, None) or cls(policy, chosen, head=head)
             _SHARED_JUDGES[key] = judge  # most recently used last
@@ -375,7 +379,7 @@ class EmbeddingJudge(Judge):
                 results[index].update(dict.fromkeys(rule_ids, p))
                 covered[index] = span
         for rule_id, e5 in self._multilingual.items():
-            chosen = sorted(foreign)
+            chosen = sorted(foreign) if rule_id in self._heads else list(range(len(pairs)))  # e5 alone: every pair
             for index, p in zip(chosen, e5.scores([pairs[i] for i in chosen]), strict=True):
                 results[index][rule_id] = p
                 covered[index] = (max(0, len(pairs[index][1]) - ANSWER_CHARS), len(pairs[index][1]))
@@ -421,13 +425,17 @@ class EmbeddingJudge(Judge):
             out.update(zip(whole, verdicts, strict=True))
         return [out[index] for index in range(len(calls))]
 
+    def _earlier(self, answer: str) -> list[str]:
+        """What of a complete answer is also scored (its earlier prefixes; see ``judge_many``)."""
+        return _earlier(answer)
+
     def judge_many(self, pairs: Sequence[tuple[str, str]], *, explain: bool = False) -> list[Verdict]:
         """Complete answers. Each is also scored as it stood one sentence earlier and keeps the higher score, as
         the streaming guard (which judged that prefix before the last sentence arrived) would: a note appended
         to an answer ("approved by the safety team", in any wording) cannot lower it below the answer's own
         score. (The streaming guard judges every prefix, so there this holds for any length of appended text.)"""
         cleaned = [self._clean(prompt, response) for prompt, response in pairs]
-        earlier = [(index, text) for index, (pair, _) in enumerate(cleaned) for text in _earlier(pair[1])]
+        earlier = [(index, text) for index, (pair, _) in enumerate(cleaned) for text in self._earlier(pair[1])]
         results = self._scores([pair for pair, _ in cleaned] + [(cleaned[i][0][0], text) for i, text in earlier])
         final = results[: len(cleaned)]
         for (index, _), (scores, _) in zip(earlier, results[len(cleaned) :], strict=True):

@@ -2,7 +2,8 @@
 
 Each checked rule goes to the judge it names (``rules[].judge``, else ``judge.default``): ``self``
 (self-evaluation with the generating model's scorer), ``embedding``, ``pattern``, ``cascade``, ``stream`` (a
-head on the local generating model's own hidden states), or a judge declared under ``judges:`` (e.g. a
+head on the local generating model's own hidden states), ``grader`` (the independent grader, for grading what
+another judge guarded), or a judge declared under ``judges:`` (e.g. a
 separate model behind an OpenAI-compatible endpoint).
 """
 
@@ -16,6 +17,7 @@ from guardrail.errors import JudgeError
 from guardrail.judges.base import Judge, Prompt, combine
 from guardrail.judges.cascade import CascadeJudge
 from guardrail.judges.embedding import EmbeddingJudge, embeddable
+from guardrail.judges.grader import GraderJudge
 from guardrail.judges.pattern import PatternJudge
 from guardrail.judges.scorers import LogprobScorer
 from guardrail.judges.self_eval import OptionScorer, SelfEvalJudge
@@ -27,7 +29,7 @@ from guardrail.policy.schema import Scope
 
 __all__ = ["JUDGE_KINDS", "PolicyJudge", "build_judge", "needs_scorer"]
 
-JUDGE_KINDS = ("self", "embedding", "pattern", "cascade", "stream")
+JUDGE_KINDS = ("self", "embedding", "pattern", "cascade", "stream", "grader")
 
 
 class PolicyJudge(Judge):
@@ -105,6 +107,8 @@ def build_judge(
             parts.append(EmbeddingJudge.shared(policy, group))
         elif name == "stream":
             parts.append(StreamHeadJudge.over(policy, scorer, group))
+        elif name == "grader":
+            parts.append(GraderJudge.shared(policy, group))
         elif name == "cascade":
             usable = [rule for rule in group if embeddable(rule)]
             embedding = EmbeddingJudge.shared(policy, usable) if usable else None

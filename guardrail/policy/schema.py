@@ -38,7 +38,7 @@ __all__ = [
 
 DEFAULT_REFUSAL = "I can't help with that."
 #: Judge kinds every policy may name without declaring them under ``judges:``.
-BUILTIN_JUDGES: tuple[str, ...] = ("self", "embedding", "pattern", "cascade", "stream")
+BUILTIN_JUDGES: tuple[str, ...] = ("self", "embedding", "pattern", "cascade", "stream", "grader")
 _ID = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 _KEY_SHAPE = re.compile(r"^[A-Za-z0-9_. -]{1,40}$")  # what a mistyped key looks like; anything else is not echoed
 
