@@ -2,12 +2,13 @@
 
     .venv/bin/python scripts/train_multilingual_head.py     # writes guardrail/judges/heads/harmless_multilingual.*
     .venv/bin/python scripts/train_multilingual_head.py --limit 300 --epochs 2 --out /tmp/m.safetensors  # smoke
-    .venv/bin/python scripts/train_multilingual_head.py --grader --alarming-weight 2  # the independent grader
+    .venv/bin/python scripts/train_multilingual_head.py --grader --apart --alarming-weight 2  # the grader, as shipped
 
 ``--grader`` trains the independent grader instead (``guardrail/judges/grader.py``, heads/grader.*): the same
-features and head, but only on the questions the judge's heads never train on (our validation split, sha256 %
-5 == 0), which it splits again (sha256 % 25 == 0 validates it): a second head, on another encoder and other
-questions, that grades answers a guard produced (``guardrail eval``, the rewind benchmarks).
+head, but only on the questions the judge's heads never train on (our validation split, sha256 % 5 == 0),
+which it splits again (sha256 % 25 == 0 validates it): a second head, on another encoder and other questions,
+that grades answers a guard produced (``guardrail eval``, the rewind benchmarks). ``--apart`` embeds the
+question and the answer apart and puts the two side by side (the grader's features; chosen on its validation).
 
 Same data, split, prefixes and steering copies as scripts/train_embedding_head.py (benchmarks/judge_data.py:
 English only; ../shared/data/eval/ never read), a random 9,000 of the examples (e5 costs about 60 ms a pair on
@@ -74,6 +75,17 @@ class Features:
         return [r["unsafe"] for r in self.rows]
 
 
+def without_question(features: Features, blank: torch.Tensor, index: list[int] | None = None) -> Features:
+    """``features`` (question and answer apart) of the rows at ``index`` (all), as if they had no question."""
+    index = list(range(len(features.rows))) if index is None else index
+    out = Features.__new__(Features)
+    out.rows = [{**features.rows[i], "question": ""} for i in index]
+    out.features = features.features[index].clone()
+    out.features[:, : blank.shape[0]] = blank
+    out.pair_of = list(range(len(index)))
+    return out
+
+
 DEV = REPO / "benchmarks" / "data" / "multilingual_dev.jsonl"
 
 
@@ -112,6 +124,10 @@ def main() -> None:
     parser.add_argument(
         "--apart", action="store_true", help="embed question and answer apart, side by side (the grader's features)"
     )
+    parser.add_argument(
+        "--no-question-share", type=float, default=0.1,
+        help="--apart: this share of examples also trained with no question (texts judged alone, e.g. moderation)",
+    )  # fmt: skip
     parser.add_argument("--cache", type=Path, help="save / reuse the computed features here (outside the repo)")
     parser.add_argument(
         "--calibrate-only", action="store_true", help="only re-choose the non-English offset of the head at --out"
@@ -148,6 +164,15 @@ def main() -> None:
     print(f"train: {len(train)} answers -> {len(examples)} examples; validation: {len(val)}; "
           f"features in {time.time() - started:.0f}s", flush=True)  # fmt: skip
 
+    alone = None
+    if args.apart:  # the question half of an empty question is one constant embedding: no e5 pass needed
+        blank = torch.from_numpy(encoder.model.passage([" "]).reshape(-1).copy())
+        alone = without_question(whole, blank)
+        if args.no_question_share > 0:
+            picked = random.Random(args.seed).sample(range(len(examples)), int(args.no_question_share * len(examples)))
+            extra = without_question(data, blank, picked)
+            data.rows, data.features = data.rows + extra.rows, torch.cat([data.features, extra.features])
+            data.pair_of = list(range(len(data.rows)))
     val_labels = [bool(y) for y in whole.labels]
     best: tuple[float, Any, int] = (-1.0, None, 0)
     for hidden in args.hidden:  # chosen on the English validation split: whole answers and 50 % prefixes
@@ -163,6 +188,8 @@ def main() -> None:
         head[2].bias -= math.log(threshold / (1 - threshold))
     validation = {"whole": report(whole.labels, whole.probabilities(head), 0.5),
                   "prefix_50": report(halves.labels, halves.probabilities(head), 0.5)}  # fmt: skip
+    if alone is not None:
+        validation["whole_without_question"] = report(alone.labels, alone.probabilities(head), 0.5)
     print(json.dumps(validation, indent=1))
 
     save_file({f"head.{k}": v.detach().contiguous() for k, v in head.state_dict().items()}, str(args.out))
