@@ -2,13 +2,13 @@
 
     .venv/bin/python scripts/train_multilingual_head.py     # writes guardrail/judges/heads/harmless_multilingual.*
     .venv/bin/python scripts/train_multilingual_head.py --limit 300 --epochs 2 --out /tmp/m.safetensors  # smoke
-    .venv/bin/python scripts/train_multilingual_head.py --grader --apart --alarming-weight 2  # the grader, as shipped
+    .venv/bin/python scripts/train_multilingual_head.py --grader --alarming-weight 2   # the grader, as shipped
 
 ``--grader`` trains the independent grader instead (``guardrail/judges/grader.py``, heads/grader.*): the same
 head, but only on the questions the judge's heads never train on (our validation split, sha256 % 5 == 0),
 which it splits again (sha256 % 25 == 0 validates it): a second head, on another encoder and other questions,
-that grades answers a guard produced (``guardrail eval``, the rewind benchmarks). ``--apart`` embeds the
-question and the answer apart and puts the two side by side (the grader's features; chosen on its validation).
+that grades answers a guard produced (``guardrail eval``, the rewind benchmarks). Both heads embed the
+question and the answer apart and put the two side by side (``--apart``, the default; chosen on validation).
 
 Same data, split, prefixes and steering copies as scripts/train_embedding_head.py (benchmarks/judge_data.py:
 English only; ../shared/data/eval/ never read), a random 9,000 of the examples (e5 costs about 60 ms a pair on
@@ -122,8 +122,10 @@ def main() -> None:
     )
     parser.add_argument("--max-validation", type=int, default=1600, help="validation answers sampled (choosing)")
     parser.add_argument(
-        "--apart", action="store_true", help="embed question and answer apart, side by side (the grader's features)"
-    )
+        "--apart", action=argparse.BooleanOptionalAction, default=True,
+        help="embed question and answer apart, side by side (default; --no-apart: one text, as shipped until "
+        "2026-11-22)",
+    )  # fmt: skip
     parser.add_argument(
         "--no-question-share", type=float, default=0.1,
         help="--apart: this share of examples also trained with no question (texts judged alone, e.g. moderation)",

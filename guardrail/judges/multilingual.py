@@ -8,8 +8,9 @@ into one space, so what it learns in English carries over (measured on our Korea
 docs/benchmarks.md); it ranks those answers well but scores them low, so a logit offset chosen on a small
 Korean / Chinese dev set is added for them. ``needs_multilingual`` decides the route from the text alone.
 
-Features: the e5 passage embedding of the question's start and the answer's end (``QUESTION_CHARS``,
-``ANSWER_CHARS``: while streaming, the end is what is new). e5 costs about 2 ms a token on 2 cores (about
+Features: the e5 passage embeddings of the question's start and the answer's end (``QUESTION_CHARS``,
+``ANSWER_CHARS``: while streaming, the end is what is new), apart and side by side (``apart``, as a head's
+.json says; one text holding both for heads trained before 2026-11-22). e5 costs about 2 ms a token on 2 cores (about
 20x MiniLM int8), so the text is kept short.
 """
 
