@@ -3,8 +3,8 @@
 Each checked rule goes to the judge it names (``rules[].judge``, else ``judge.default``): ``self``
 (self-evaluation with the generating model's scorer), ``embedding``, ``pattern``, ``cascade``, ``stream`` (a
 head on the local generating model's own hidden states), ``grader`` (the independent grader, for grading what
-another judge guarded), or a judge declared under ``judges:`` (e.g. a
-separate model behind an OpenAI-compatible endpoint).
+another judge guarded), or a judge declared under ``judges:`` (e.g. a separate model behind an
+OpenAI-compatible endpoint).
 """
 
 from __future__ import annotations
