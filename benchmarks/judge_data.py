@@ -25,6 +25,7 @@ from typing import Any
 from guardrail.judges.metrics import in_validation_split
 
 __all__ = [
+    "GRADER_FOLDS",
     "HELD_OUT_STEERING",
     "PARAPHRASED_STEERING",
     "TRAIN_STEERING",
@@ -38,6 +39,9 @@ __all__ = [
     "prefix_rows",
     "steered",
 ]
+
+#: the independent grader's own validation, inside ours: sha256 % 25 == 0 (which implies % 5 == 0)
+GRADER_FOLDS = 25
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("GUARDRAIL_SHARED_DATA") or REPO.parent / "shared" / "data")

@@ -104,7 +104,7 @@ def main() -> None:
     rows = judge_data.load_training_rows()
     sets = {"validation (ours)": [r for r in rows if judge_data.in_validation_split(r["question"])]}
     # the grader trains on "validation (ours)" but for its own fifth of it (scripts/train_multilingual_head.py)
-    grader_validation = [r for r in rows if judge_data.in_validation_split(r["question"], 25)]
+    grader_validation = [r for r in rows if judge_data.in_validation_split(r["question"], judge_data.GRADER_FOLDS)]
     sets.update(judge_data.eval_sets())
     sets.update(judge_data.multilingual_sets())
     sets.update(judge_data.probe_sets())

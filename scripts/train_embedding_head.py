@@ -166,22 +166,18 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--limit", type=int, default=0, help="use only this many answers per split (smoke runs)")
 
 
-#: the grader's own validation: a fifth of our validation split's questions (sha256 % 25 == 0 implies % 5 == 0)
-GRADER_FOLDS = 25
-
-
 def training_examples(
     args: argparse.Namespace, *, grader: bool = False
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
     """(training answers, validation answers, training examples: the answers, their prefixes and steered
     copies), split by question, as every head-training script uses them. ``grader``: the independent grader's
     data instead, only the questions the judge's heads never train on (our validation split), split again
-    (``GRADER_FOLDS``)."""
+    (``judge_data.GRADER_FOLDS``)."""
     rows = judge_data.load_training_rows(alarming_weight=args.alarming_weight, abuse_weight=args.abuse_weight)
     random.Random(args.seed).shuffle(rows)
     folds = 5
     if grader:
-        rows, folds = [r for r in rows if judge_data.in_validation_split(r["question"])], GRADER_FOLDS
+        rows, folds = [r for r in rows if judge_data.in_validation_split(r["question"])], judge_data.GRADER_FOLDS
     train = [r for r in rows if not judge_data.in_validation_split(r["question"], folds)]
     val = [r for r in rows if judge_data.in_validation_split(r["question"], folds)]
     if args.limit:

@@ -40,13 +40,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 sys.path.insert(0, str(REPO / "scripts"))
 
 import judge_data  # noqa: E402
-from train_embedding_head import (  # noqa: E402
-    GRADER_FOLDS,
-    add_training_arguments,
-    report,
-    train_head,
-    training_examples,
-)
+from train_embedding_head import add_training_arguments, report, train_head, training_examples  # noqa: E402
 
 from guardrail.judges import metrics  # noqa: E402
 from guardrail.judges.multilingual import ANSWER_CHARS, QUESTION_CHARS, E5Encoder  # noqa: E402
@@ -210,8 +204,8 @@ def main() -> None:
             "data": "the sources of harmless.json (English only), but only the questions harmless.json and "
             "harmless_multilingual.json never trained on (their validation split, sha256(question) % 5 == 0); "
             "non-English text never trained on or chosen on",
-            "split": f"train = that split's questions with sha256(question) % {GRADER_FOLDS} != 0, validation = "
-            f"those with % {GRADER_FOLDS} == 0",
+            "split": f"train = that split's questions with sha256(question) % {judge_data.GRADER_FOLDS} != 0, "
+            f"validation = those with % {judge_data.GRADER_FOLDS} == 0",
         }
     meta |= {
         "calibration": f"bias shifted so 0.5 = the validation-F1-best threshold ({threshold:.4f} before)",
