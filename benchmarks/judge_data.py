@@ -185,6 +185,13 @@ def steered(rows: list[dict[str, Any]], share: float, attacks: list[str], seed: 
     return out
 
 
+def without_question(rows: list[dict[str, Any]], share: float, seed: int = 0) -> list[dict[str, Any]]:
+    """Copies of a ``share`` of the rows with the question blanked, labels unchanged: texts judged on their
+    own, as an input rule, a moderation call or a chat with no visible question presents them."""
+    rng = random.Random(seed)
+    return [{**row, "question": "", "source": row["source"] + "-q"} for row in rows if rng.random() < share]
+
+
 def eval_sets(shared: Path = SHARED) -> dict[str, list[dict[str, Any]]]:
     """The public evaluation sets as {question, answer, unsafe}: for reporting only."""
     folder = shared / "eval"

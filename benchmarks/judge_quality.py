@@ -8,12 +8,15 @@
 For each judge and set: ROC-AUC, F1 / precision / recall / false-violation rate at the shipped threshold (the
 policy's, 0.5), and for our validation split F1 at 25 / 50 / 100 % of each answer (a prefix of an unsafe answer
 keeps its label: strict). Pairs/s is measured on whole answers on this machine (2 cores in CI), model loading
-excluded. The embedding head was trained and its threshold chosen on the training split only
+excluded; units/s on those prefixes, judged as the guard judges a streaming unit (the question and the answer's
+last window, one call each). The embedding head was trained and its threshold chosen on the training split only
 (benchmarks/judge_data.py); eval/ is read here and nowhere else. ``self`` is self-evaluation by the embedded
 SmolLM2-135M (slow and near chance), on a stratified sample; ``stream`` is the stream head on that model's
 hidden states (one forward of the whole chat per pair here), on a stratified sample too. ``grader`` is the
 independent grader (guardrail/judges/grader.py), trained on our validation split's questions: its validation
-row is its own held-out part of that split (sha256 % 25 == 0). Writes a JSON report with --out.
+row is its own held-out part of that split (sha256 % 25 == 0). "no question": the validation answers with the
+question blanked (texts judged on their own, as in the moderation and ToxicChat rows). Writes a JSON report
+with --out.
 """
 
 from __future__ import annotations
@@ -72,10 +75,15 @@ def measure(judge: Any, rows: list[dict[str, Any]], threshold: float, *, prefixe
     elapsed = time.perf_counter() - started
     result = quality(labels, scores, threshold) | {"pairs_per_s": round(len(pairs) / elapsed, 1)}
     if prefixes:  # as while streaming: the judge sees the answer so far
+        units, unit_s = 0, 0.0
         for fraction in (0.25, 0.5):
             partial = [(q, judge_data.prefix(a, fraction)) for q, a in pairs]
+            started = time.perf_counter()
             partial_scores = [judge.judge(q, a, partial=True).score for q, a in partial]
+            units, unit_s = units + len(partial), unit_s + time.perf_counter() - started
             result[f"f1_prefix_{int(fraction * 100)}"] = round(f1_at(labels, partial_scores, threshold), 4)
+        # a streaming unit: the question and the answer's last window, one call each (what the guard pays per unit)
+        result["units_per_s"] = round(units / unit_s, 1)
         result["f1_prefix_100"] = result["f1"]
     return result
 
@@ -103,6 +111,8 @@ def main() -> None:
 
     rows = judge_data.load_training_rows()
     sets = {"validation (ours)": [r for r in rows if judge_data.in_validation_split(r["question"])]}
+    # the same answers with no question: how the judge reads a text on its own (an input rule, a moderation call)
+    sets["validation (ours), no question"] = [{**r, "question": ""} for r in sets["validation (ours)"]]
     # the grader trains on "validation (ours)" but for its own fifth of it (scripts/train_multilingual_head.py)
     grader_validation = [r for r in rows if judge_data.in_validation_split(r["question"], judge_data.GRADER_FOLDS)]
     sets.update(judge_data.eval_sets())
@@ -128,10 +138,13 @@ def main() -> None:
             judge = resolve_judge(policy, backend, kind)
         load_s = time.perf_counter() - started
         for name, set_rows in sets.items():
-            if kind == "grader" and name == "validation (ours)":
-                name, set_rows = "validation (grader's own)", grader_validation
+            if kind == "grader" and name.startswith("validation (ours)"):  # it trained on ours: its own part
+                blank = name.endswith("no question")
+                name = "validation (grader's own)" + (", no question" if blank else "")
+                set_rows = [{**r, "question": ""} for r in grader_validation] if blank else grader_validation
             chosen = sample(set_rows, min(limit or 10**9, args.self_limit) if slow else limit)
-            result = measure(judge, chosen, threshold, prefixes=name.startswith("validation"))
+            prefixes = name.startswith("validation") and not name.endswith("no question")
+            result = measure(judge, chosen, threshold, prefixes=prefixes)
             result["load_s"] = round(load_s, 1)
             report["results"][f"{kind} | {name}"] = result
             print(f"{kind:9} {name:22} " + "  ".join(f"{k} {v}" for k, v in result.items()), flush=True)

@@ -252,7 +252,7 @@ def main() -> None:
     random.seed(args.seed)
     torch.manual_seed(args.seed)
     encoder = CrossEncoder(None)  # int8, as the judge runs it: the frozen layers
-    train_rows, val, examples = training_examples(args)
+    train_rows, val, examples = training_examples(args, no_question_share=args.no_question_share)
     layer = 6 - args.tune_layers  # hidden_states[layer] enters the first tuned layer
     started = time.time()
     data = LowerStates(encoder, examples, last_only=True, layer=layer, cache=args.cache)

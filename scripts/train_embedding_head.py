@@ -116,6 +116,8 @@ def data_meta(args: argparse.Namespace, train: list[dict[str, Any]], examples: l
             "train_examples": len(examples),
             "prefixes": "25/50 % (not of benign instructions); unsafe from 50 % of the answer on, shorter left out",
             "steering": f"{args.steer_share:.0%} of examples (x2 for unsafe) with judge-directed text appended",
+            "without_question": f"{sum(1 for e in examples if e['source'].endswith('-q'))} examples with the "
+            "question blanked",
         },
         "split": "validation = questions with sha256(question) % 5 == 0, in every source",
     }
@@ -162,15 +164,21 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
         "--abuse-weight", type=float, default=0.0,
         help="weight of our abuse pairs, benchmarks/data/abuse_pairs.jsonl (0: left out; tried and rejected)",
     )  # fmt: skip
+    parser.add_argument(
+        "--no-question-share", type=float, default=0.0,
+        help="this share of examples also trained with the question blanked (texts judged on their own; 0 for "
+        "MiniLM's shipped head, 0.1 for the e5 heads: docs/algorithms.md)",
+    )  # fmt: skip
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--limit", type=int, default=0, help="use only this many answers per split (smoke runs)")
 
 
 def training_examples(
-    args: argparse.Namespace, *, grader: bool = False
+    args: argparse.Namespace, *, grader: bool = False, no_question_share: float = 0.0
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
     """(training answers, validation answers, training examples: the answers, their prefixes and steered
-    copies), split by question, as every head-training script uses them. ``grader``: the independent grader's
+    copies, and ``no_question_share`` of all these again with the question blanked), split by question, as every
+    head-training script uses them. ``grader``: the independent grader's
     data instead, only the questions the judge's heads never train on (our validation split), split again
     (``judge_data.GRADER_FOLDS``)."""
     rows = judge_data.load_training_rows(alarming_weight=args.alarming_weight, abuse_weight=args.abuse_weight)
@@ -187,6 +195,7 @@ def training_examples(
                                      min_unsafe=args.min_unsafe)  # fmt: skip
     examples = train + partial
     examples += judge_data.steered(examples, args.steer_share, judge_data.TRAIN_STEERING, seed=args.seed)
+    examples += judge_data.without_question(examples, no_question_share, seed=args.seed + 1)  # not the steered draws
     return train, val, examples
 
 
@@ -199,7 +208,7 @@ def main() -> None:
     random.seed(args.seed)
     encoder = CrossEncoder(None)  # int8, exactly as the judge runs; the head reads the last two layers
     encoder.pooled_layers = POOLED_LAYERS
-    train, val, examples = training_examples(args)
+    train, val, examples = training_examples(args, no_question_share=args.no_question_share)
     started = time.time()
     data = Features(encoder, examples, last_only=True)
     validation_sets = {
@@ -207,6 +216,7 @@ def main() -> None:
         **{f"prefix_{int(f * 100)}": Features(encoder, [{**r, "answer": judge_data.prefix(r["answer"], f)}
                                                         for r in val], last_only=True)
            for f in (0.25, 0.5)},
+        "whole_without_question": Features(encoder, [{**r, "question": ""} for r in val], last_only=False),
     }  # fmt: skip
     unsafe, attacked = steering_rows(val)
     steer_sets = (Features(encoder, unsafe, last_only=False), Features(encoder, attacked, last_only=False))
