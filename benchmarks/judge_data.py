@@ -99,10 +99,11 @@ def _jsonl(path: Path) -> list[dict[str, Any]]:
 
 
 def load_training_rows(
-    shared: Path = SHARED, *, alarming_weight: float = 0.0, abuse_weight: float = 0.0
+    shared: Path = SHARED, *, alarming_weight: float = 0.0, abuse_weight: float = 0.0, multilingual_weight: float = 0.0
 ) -> list[dict[str, Any]]:
     """Every training row as {question, answer, unsafe, source, weight}; our alarming-word pairs
-    (``alarming_rows``) and abuse pairs (``abuse_rows``) join with their weight when it is above 0."""
+    (``alarming_rows``), abuse pairs (``abuse_rows``) and Korean / Chinese pairs (``multilingual_train_rows``)
+    join with their weight when it is above 0."""
     rows: list[dict[str, Any]] = []
     for r in _jsonl(shared / "safety_responses_dev.jsonl"):
         rows.append({"question": r["question"], "answer": r["answer"], "unsafe": int(r["label"] == "unsafe"),
@@ -119,6 +120,8 @@ def load_training_rows(
         rows += [{**row, "weight": alarming_weight} for row in alarming_rows()]
     if abuse_weight > 0:
         rows += [{**row, "weight": abuse_weight} for row in abuse_rows()]
+    if multilingual_weight > 0:
+        rows += [{**row, "weight": multilingual_weight} for row in multilingual_train_rows()]
     return rows
 
 
@@ -144,6 +147,19 @@ def abuse_rows() -> list[dict[str, Any]]:
         {"question": r["question"], "answer": r["answer"], "unsafe": r["unsafe"], "source": "abuse_pairs",
          "weight": 1.0}
         for r in _jsonl(REPO / "benchmarks" / "data" / "abuse_pairs.jsonl")
+    ]  # fmt: skip
+
+
+def multilingual_train_rows() -> list[dict[str, Any]]:
+    """Our Korean and Chinese training pairs (benchmarks/data/multilingual_train.jsonl), written for this project:
+    30 scenarios in both languages, 15 harmful answers (weapons, poisoning, hacking, stalking, self-harm
+    encouragement, phishing, guns, tax evasion, drugs, sexism, ableism, bullying, theft, blackmail, arson) and
+    15 safe ones (refusals of the same requests, help in a crisis, alarming words meant harmlessly, facts), none
+    a scenario of the multilingual test or dev sets. Labels by construction."""
+    return [
+        {"question": r["question"], "answer": r["answer"], "unsafe": r["unsafe"], "source": f"pairs_{r['language']}",
+         "weight": 1.0}
+        for r in _jsonl(REPO / "benchmarks" / "data" / "multilingual_train.jsonl")
     ]  # fmt: skip
 
 

@@ -4,13 +4,13 @@
 
 A unit is what the guard judges at a sentence boundary while streaming: the question and the last window of
 the answer so far. Units here are our validation split's answers cut at 50 % (benchmarks/judge_data.py),
-scored by MiniLM-L6 with the shipped head three ways: int8, one window per call (as shipped: dynamic int8
+scored by MiniLM-L6 with the shipped head four ways: int8, one window per call (as shipped: dynamic int8
 scales activations per call, so a batched window's score would depend on its neighbours); fp32, one per call;
 fp32 in batches of 32 (length-sorted, padding masked: exact to float rounding, the largest feature difference
-from one per call is printed); int8 in batches of 32, which the judge does not do (its scores move with their
-batch neighbours: the largest difference is printed), as the bound on what int8 with per-row activation
-scales, exact in a batch, could reach. ROC-AUC and F1 at 0.5 on these partial answers say what fp32 features do to a
-head trained on int8 ones. ../shared/data/eval/ is not read.
+from one per call is printed); int8 in batches of 32, which the judge does not do (scores move with their
+batch neighbours: the largest difference is printed), the bound on what int8 with per-row activation scales,
+exact in a batch, could reach. ROC-AUC and F1 at 0.5 on these partial answers say what other features do to
+a head trained on the int8 ones. ../shared/data/eval/ is not read.
 """
 
 from __future__ import annotations

@@ -165,6 +165,11 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
         help="weight of our abuse pairs, benchmarks/data/abuse_pairs.jsonl (0: left out; tried and rejected)",
     )  # fmt: skip
     parser.add_argument(
+        "--multilingual-weight", type=float, default=0.0,
+        help="weight of our Korean / Chinese pairs, benchmarks/data/multilingual_train.jsonl (0: left out; the "
+        "multilingual head's script uses them, MiniLM reads English only)",
+    )  # fmt: skip
+    parser.add_argument(
         "--no-question-share", type=float, default=0.0,
         help="this share of examples also trained with the question blanked (texts judged on their own; 0 for "
         "MiniLM's shipped head, 0.1 for the e5 heads: docs/algorithms.md)",
@@ -181,7 +186,10 @@ def training_examples(
     head-training script uses them. ``grader``: the independent grader's
     data instead, only the questions the judge's heads never train on (our validation split), split again
     (``judge_data.GRADER_FOLDS``)."""
-    rows = judge_data.load_training_rows(alarming_weight=args.alarming_weight, abuse_weight=args.abuse_weight)
+    rows = judge_data.load_training_rows(
+        alarming_weight=args.alarming_weight, abuse_weight=args.abuse_weight,
+        multilingual_weight=0.0 if grader else args.multilingual_weight,  # the grader never sees other languages
+    )  # fmt: skip
     random.Random(args.seed).shuffle(rows)
     folds = 5
     if grader:

@@ -112,7 +112,7 @@ def main() -> None:
     add_training_arguments(parser)
     # the shipped multilingual head saw none of the English alarming pairs; apart, a text with no question was never
     # flagged until 10 % of examples were also trained with the question blanked (docs/algorithms.md)
-    parser.set_defaults(alarming_weight=0.0, no_question_share=0.1)
+    parser.set_defaults(alarming_weight=0.0, no_question_share=0.1, multilingual_weight=2.0)
     parser.add_argument(
         "--max-examples", type=int, default=9000, help="train on a random sample of this many examples (e5 is slow)"
     )
@@ -140,10 +140,12 @@ def main() -> None:
     encoder = E5Encoder(apart=args.apart)
     train, val, examples = training_examples(args, grader=args.grader)
     rng = random.Random(args.seed)
+    ours = [e for e in examples if e["source"].startswith("pairs_")]  # the Korean / Chinese pairs: all of them
     if len(examples) > args.max_examples:
-        examples = rng.sample(examples, args.max_examples)
+        examples = ours + rng.sample([e for e in examples if e not in ours], args.max_examples - len(ours))
+    held_out = [r for r in val if r["source"].startswith("pairs_")]
     if len(val) > args.max_validation:
-        val = rng.sample(val, args.max_validation)
+        val = rng.sample([r for r in val if r not in held_out], args.max_validation)  # English, for choosing
     started = time.time()
     half = [{**r, "answer": judge_data.prefix(r["answer"], 0.5)} for r in val]
     if args.cache and args.cache.exists():
@@ -184,6 +186,9 @@ def main() -> None:
                   "prefix_50": report(halves.labels, halves.probabilities(head), 0.5)}  # fmt: skip
     if alone is not None:
         validation["whole_without_question"] = report(alone.labels, alone.probabilities(head), 0.5)
+    if len({r["unsafe"] for r in held_out}) == 2:  # the Korean / Chinese pairs' held-out questions: reported only
+        pairs = Features(encoder, held_out)
+        validation["korean_chinese_pairs_held_out"] = report(pairs.labels, pairs.probabilities(head), 0.5)
     print(json.dumps(validation, indent=1))
 
     save_file({f"head.{k}": v.detach().contiguous() for k, v in head.state_dict().items()}, str(args.out))
@@ -192,8 +197,13 @@ def main() -> None:
         "head": f"MLP {data.features.shape[1]} -> {best[2]} -> 1 (GELU) on "
         + ("e5(question start), e5(answer end) side by side" if args.apart else "e5(question start + answer end)"),
         "text": {"question_chars": QUESTION_CHARS, "answer_chars": ANSWER_CHARS, "apart": args.apart},
-        "data": "as harmless.json (English only), a random sample of its examples; non-English text never "
-        "trained on or chosen on",
+        "data": "as harmless.json (English only), a random sample of its examples"
+        + (
+            f"; and our Korean / Chinese pairs (benchmarks/data/multilingual_train.jsonl, weight "
+            f"{args.multilingual_weight}, all of them: {len(ours)} examples), the only non-English text trained on"
+            if ours
+            else "; non-English text never trained on or chosen on"
+        ),
         "train_examples": len(examples),
         "split": "validation = questions with sha256(question) % 5 == 0, in every source",
     }
