@@ -35,9 +35,13 @@ __all__ = [
     "in_validation_split",
     "load_training_rows",
     "multilingual_sets",
+    "multilingual_train_rows",
     "prefix",
     "prefix_rows",
+    "probe_sets",
+    "split_multilingual_pairs",
     "steered",
+    "without_question",
 ]
 
 #: the independent grader's own validation, inside ours: sha256 % 25 == 0 (which implies % 5 == 0)
@@ -150,6 +154,9 @@ def abuse_rows() -> list[dict[str, Any]]:
     ]  # fmt: skip
 
 
+_PAIRS = "pairs_"  # the source of our Korean / Chinese pairs: pairs_ko, pairs_zh
+
+
 def multilingual_train_rows() -> list[dict[str, Any]]:
     """Our Korean and Chinese training pairs (benchmarks/data/multilingual_train.jsonl), written for this project:
     30 scenarios in both languages, 15 harmful answers (weapons, poisoning, hacking, stalking, self-harm
@@ -157,10 +164,16 @@ def multilingual_train_rows() -> list[dict[str, Any]]:
     15 safe ones (refusals of the same requests, help in a crisis, alarming words meant harmlessly, facts), none
     a scenario of the multilingual test or dev sets. Labels by construction."""
     return [
-        {"question": r["question"], "answer": r["answer"], "unsafe": r["unsafe"], "source": f"pairs_{r['language']}",
+        {"question": r["question"], "answer": r["answer"], "unsafe": r["unsafe"], "source": f"{_PAIRS}{r['language']}",
          "weight": 1.0}
         for r in _jsonl(REPO / "benchmarks" / "data" / "multilingual_train.jsonl")
     ]  # fmt: skip
+
+
+def split_multilingual_pairs(rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(rows from ``multilingual_train_rows``, their prefixes and copies included; every other row)."""
+    ours = [row for row in rows if row["source"].startswith(_PAIRS)]
+    return ours, [row for row in rows if not row["source"].startswith(_PAIRS)]
 
 
 def prefix(answer: str, fraction: float) -> str:

@@ -48,28 +48,30 @@ def main() -> None:
     int8_batched.quantized = False  # lifts the one-window-a-call rule: what exact per-row scales could reach
     print(f"{len(units)} units, torch threads {torch.get_num_threads()}")
     print("| encoder | units/s | mean tokens a unit | ROC-AUC | F1 @ 0.5 |\n|---|---|---|---|---|")
-    for name, encoder, batch in (
-        ("int8, one window a call (shipped)", int8, 1),
-        ("fp32, one window a call", fp32, 1),
-        (f"fp32, batches of {args.batch}", fp32, args.batch),
-        (f"int8, batches of {args.batch} (not exact: one activation scale a batch)", int8_batched, args.batch),
-    ):
+    runs = {
+        "int8, one window a call (shipped)": (int8, 1),
+        "fp32, one window a call": (fp32, 1),
+        f"fp32, batches of {args.batch}": (fp32, args.batch),
+        f"int8, batches of {args.batch} (not exact: one activation scale a batch)": (int8_batched, args.batch),
+    }
+    features: dict[str, torch.Tensor] = {}
+    scores: dict[str, torch.Tensor] = {}
+    for name, (encoder, batch) in runs.items():
         encoder.features(units[:4], last_only=True, batch_size=batch)  # warm up
         started = time.perf_counter()
-        features, wins = encoder.features(units, last_only=True, batch_size=batch)
+        features[name], wins = encoder.features(units, last_only=True, batch_size=batch)
         elapsed = time.perf_counter() - started
         with torch.inference_mode():
-            p = torch.sigmoid(encoder.head(features).squeeze(-1)).tolist()
+            scores[name] = torch.sigmoid(encoder.head(features[name]).squeeze(-1))
+        p = scores[name].tolist()
         tokens = sum(len(w.input_ids) for w in wins) / len(wins)
         print(f"| {name} | {len(units) / elapsed:.1f} | {tokens:.0f} | {metrics.roc_auc(labels, p):.4f} | "
               f"{metrics.f1_at(labels, p, 0.5):.4f} |", flush=True)  # fmt: skip
-    alone, _ = fp32.features(units[: args.batch], last_only=True, batch_size=1)
-    batched, _ = fp32.features(units[: args.batch], last_only=True, batch_size=args.batch)
-    print(f"fp32 batched vs one a call: largest feature difference {float((alone - batched).abs().max()):.2e}")
-    with torch.inference_mode():
-        one = torch.sigmoid(int8.head(int8.features(units, last_only=True)[0]).squeeze(-1))
-        many = torch.sigmoid(int8.head(int8_batched.features(units, last_only=True, batch_size=args.batch)[0]))
-    print(f"int8 batched vs one a call: largest score difference {float((one - many.squeeze(-1)).abs().max()):.3f}")
+    int8_one, fp32_one, fp32_many, int8_many = runs  # the same units each time: compare the runs row by row
+    feature_gap = float((features[fp32_one] - features[fp32_many]).abs().max())
+    score_gap = float((scores[int8_one] - scores[int8_many]).abs().max())
+    print(f"fp32 batched vs one a call: largest feature difference {feature_gap:.2e}")
+    print(f"int8 batched vs one a call: largest score difference {score_gap:.3f}")
 
 
 if __name__ == "__main__":

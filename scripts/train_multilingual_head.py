@@ -140,12 +140,12 @@ def main() -> None:
     encoder = E5Encoder(apart=args.apart)
     train, val, examples = training_examples(args, grader=args.grader)
     rng = random.Random(args.seed)
-    ours = [e for e in examples if e["source"].startswith("pairs_")]  # the Korean / Chinese pairs: all of them
+    ours, english = judge_data.split_multilingual_pairs(examples)  # the Korean / Chinese pairs: all of them
     if len(examples) > args.max_examples:
-        examples = ours + rng.sample([e for e in examples if e not in ours], args.max_examples - len(ours))
-    held_out = [r for r in val if r["source"].startswith("pairs_")]
+        examples = ours + rng.sample(english, args.max_examples - len(ours))
+    held_out, english_val = judge_data.split_multilingual_pairs(val)
     if len(val) > args.max_validation:
-        val = rng.sample([r for r in val if r not in held_out], args.max_validation)  # English, for choosing
+        val = rng.sample(english_val, args.max_validation)  # English, for choosing
     started = time.time()
     half = [{**r, "answer": judge_data.prefix(r["answer"], 0.5)} for r in val]
     if args.cache and args.cache.exists():
