@@ -214,16 +214,17 @@ def test_lookahead_rejects_a_harmless_opening_before_it_is_released() -> None:
     rewind = next(e for e in events if isinstance(e, RewindEvent))
     # the rejected text is what violated: the opening with its look-ahead (as in token mode; exports pair it)
     assert rewind.back_to_unit == 0 and rewind.rejected_sha256 == text_hash("Sure, here is how. BAD step one. ")
-    # each unit judged alone and with exactly 3 tokens after it; the last one as the whole answer
+    # each unit judged alone and with at least 3 tokens after it, through the end of the sentence that holds
+    # them; the last one as the whole answer (the same text as the look-ahead before it, judged as complete)
     assert judge.seen == [
         "Sure, here is how. ",
         "Sure, here is how. BAD step one. ",
         "I would rather not. ",
-        "I would rather not. Here is a ",
+        "I would rather not. Here is a safe tip.",
         "I would rather not. Here is a safe tip.",
     ]
     verdicts = [e for e in events if isinstance(e, VerdictEvent)]
-    assert [v.lookahead for v in verdicts] == [3, 3, 0]
+    assert [v.lookahead for v in verdicts] == [3, 5, 0]
     assert verdicts[0].verdict.rationale.startswith("its continuation (3 tokens) violates")
     # without the look-ahead the same opening goes out at once
     backend = ScriptedBackend(["Sure, here is how. BAD step one. More.", "Step one, safely."])
@@ -238,8 +239,11 @@ def test_lookahead_judges_the_same_text_however_far_the_stream_ran_ahead() -> No
         result = Guard(lookahead_policy(2), ScriptedBackend([reply], delay=0.001), judge=judge).invoke("hi")
         assert result.text == reply
         seen.append(judge.seen)
-    assert len(seen[0]) == 7 and seen[0] == seen[1]  # three units alone and with 2 tokens more, then the last
-    assert seen[0][:2] == ["One two three. ", "One two three. Four five "]
+    assert seen[0] == seen[1]
+    # each prefix judged once: a unit's look-ahead (at least 2 tokens, to a sentence end) is the next unit's
+    # prefix, whose verdict is remembered; then the whole answer as complete: 5 judgements, not 7
+    sentences = ["One two three. ", "Four five six seven. ", "Eight nine. ", "Ten eleven twelve thirteen fourteen."]
+    assert seen[0] == ["".join(sentences[:n]) for n in range(1, 5)] + [reply]
 
 
 class _SteeredJudge(PatternJudge):

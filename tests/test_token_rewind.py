@@ -264,3 +264,31 @@ def test_token_lookahead_keeps_greedy_decoding_exact(tiny: tuple[Any, Any]) -> N
         calls.append(judge.calls)
     assert answers[0] == answers[1] and answers[0].strip()
     assert calls == [5, 7]  # 5 chunks of 4; with the look-ahead 3 chunks judged twice, then the last 8 tokens
+
+
+def test_token_lookahead_judges_each_prefix_once_and_refeeds_nothing_it_remembers(tiny: tuple[Any, Any]) -> None:
+    # with a look-ahead of two chunks, a chunk's trajectory is the chunk two further on: its verdict alone is
+    # remembered, so neither the judge nor the model (crop, judge, feed the look-ahead back) runs for it again
+    model, tokenizer = tiny
+    backend = LocalBackend(model, tokenizer)
+    results, calls = [], []
+    for lookahead in (0, 8):
+        policy = parse_policy(POLICY + f"rewind: {{chunk_tokens: 4, lookahead_tokens: {lookahead}}}\n")
+        judge = RejectText("\x00never", policy)
+        results.append(Guard(policy, backend, judge=judge).invoke("Hi", max_tokens=40, temperature=0))
+        calls.append(judge.calls)
+    plain, ahead = results
+    assert plain.text == ahead.text and len(ahead.text.split()) > 5
+    # 10 chunks judged once each; with the look-ahead: the first two chunks alone, 7 trajectories (each the
+    # prefix of a later chunk, whose own verdict it is), the whole answer: 10 too (without the memo: 17)
+    assert calls == [10, 10]
+    # generation forwards: only the first two chunks' look-aheads are fed back (2 x 8 tokens), not every chunk's
+    extra = ahead.generation_cost.forward_tokens - plain.generation_cost.forward_tokens
+    assert 0 < extra <= 16, extra
+    costs = [
+        e.verdict.cost.ms
+        for e in Guard(policy, backend, judge=judge).stream("Hi", max_tokens=40, temperature=0)
+        if isinstance(e, VerdictEvent)
+    ]
+    # the 5 chunks whose own verdict was remembered carry no cost (it was counted with the earlier look-ahead)
+    assert len(costs) == 8 and costs.count(0.0) == 5, costs

@@ -21,6 +21,7 @@ from guardrail.judges.stream_head import StreamHeadJudge
 from guardrail.judges.untrusted import remove_judge_steering
 from guardrail.judges.verdict import Verdict
 from guardrail.rewind.decoder import Branches, Decoder
+from guardrail.rewind.memo import VerdictMemo
 
 __all__ = ["TokenEvaluator"]
 
@@ -39,7 +40,7 @@ class TokenEvaluator:
             p for p in parts if isinstance(p, StreamHeadJudge) and p.scorer.local.model is model
         ]
         self.text: list[Judge] = [p for p in parts if p not in self.cached and p not in self.streamed]
-        self.memo: dict[tuple[int, ...], Verdict] = {}
+        self.memo: VerdictMemo[tuple[int, ...]] = VerdictMemo()
 
     def _cached(self, part: SelfEvalJudge, cache: Any, pending: list[list[int]], partial: bool) -> list[Verdict]:
         scorer = part.scorer
@@ -75,6 +76,10 @@ class TokenEvaluator:
             for row, verdict in enumerate(whole)
         ]
 
+    def remembered(self, response: list[int], partial: bool) -> Verdict | None:
+        """The verdict on these response ids if they were judged before (free), else None."""
+        return self.memo.get((*response, int(partial)))
+
     def evaluate(
         self,
         decoder: Decoder,
@@ -92,8 +97,9 @@ class TokenEvaluator:
             cache, pending = branches.cache, [[p] for p in branches.pending]
             responses = [branches.response_ids(row) for row in range(branches.rows)]
         keys = [(*r, int(partial)) for r in responses]
-        if all(key in self.memo for key in keys):
-            return [self.memo[key] for key in keys]  # identical text, judged before: free
+        known = [self.memo.get(key) for key in keys]
+        if all(verdict is not None for verdict in known):
+            return [verdict for verdict in known if verdict is not None]  # identical text, judged before: free
         per_part: list[list[Verdict]] = []
         for part in self.cached:
             whole = self._cached(part, cache, pending, partial)
@@ -113,5 +119,5 @@ class TokenEvaluator:
             per_part.append([judge.judge(prompt, text, partial=partial, explain=explain) for text in texts])
         verdicts = [combine([verdicts[row] for verdicts in per_part], "policy") for row in range(len(responses))]
         for key, verdict in zip(keys, verdicts, strict=True):
-            self.memo[key] = verdict
+            self.memo.put(key, verdict)
         return verdicts

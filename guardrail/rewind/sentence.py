@@ -28,6 +28,7 @@ from guardrail.events import Event, FallbackEvent, TextEvent
 from guardrail.judges.base import Judge
 from guardrail.judges.verdict import Verdict
 from guardrail.policy import Policy
+from guardrail.rewind.memo import VerdictMemo
 from guardrail.rewind.request import Request, RunState
 from guardrail.sentence import SentenceBuffer
 from guardrail.tool_calls import ToolArgumentCheck, merge_tool_calls, redact_argument
@@ -187,6 +188,7 @@ class SentenceRewind:
         producer = asyncio.create_task(self._produce(messages, params, queue))
         repeat = _RepeatFilter(prefix) if accepted and not self.backend.supports_prefill else None
         ahead = _LookAhead(self.policy.rewind.lookahead_tokens)
+        memo: VerdictMemo[tuple[str, bool]] = VerdictMemo()  # a unit's look-ahead is a later unit's prefix
         pending: list[_Unit] = []  # units received, not judged yet (waiting for their look-ahead)
         failure: BackendError | None = None  # the stream broke off: judge what arrived, then regenerate
         try:
@@ -222,6 +224,7 @@ class SentenceRewind:
                         if repeat is not None:
                             item.text = repeat.filter(item.text)  # a restarted answer must not say the prefix twice
                         pending.append(item)
+                        ahead.mark(item)
                     continue
                 item = pending.pop(0)
                 state.completion_tokens += item.tokens
@@ -234,7 +237,9 @@ class SentenceRewind:
                     verdict = echo.verdict(broken)
                 else:
                     looked, after = (0, "") if item.last else ahead.after(item)
-                    verdict, continuation = await self._judge_unit(request, state, response, after, looked, item.last)
+                    verdict, continuation = await self._judge_unit(
+                        request, state, memo, response, after, looked, item.last
+                    )
                 yield state.verdict(verdict, partial=not item.last, lookahead=looked)
                 if not verdict.violated:
                     accepted.append(item)
@@ -262,23 +267,39 @@ class SentenceRewind:
             with contextlib.suppress(asyncio.CancelledError, BackendError):
                 await producer
 
+    async def _judged(self, request: Request, memo: VerdictMemo[tuple[str, bool]], text: str, partial: bool) -> Verdict:
+        """The judge's verdict on ``text``, or the one it gave on the same text before (free)."""
+        verdict = memo.get((text, partial))
+        if verdict is None:
+            verdict = await self.judge.ajudge(request.messages, text, partial=partial, explain=True)
+            memo.put((text, partial), verdict)
+        return verdict
+
     async def _judge_unit(
-        self, request: Request, state: RunState, response: str, after: str, looked: int, last: bool
+        self,
+        request: Request,
+        state: RunState,
+        memo: VerdictMemo[tuple[str, bool]],
+        response: str,
+        after: str,
+        looked: int,
+        last: bool,
     ) -> tuple[Verdict, str]:
         """The verdict on a unit (``response`` ends with it, ``after`` is its look-ahead of ``looked`` tokens),
         and the look-ahead text when the trajectory's verdict decided ('' when the unit's own did).
 
-        With a look-ahead, the unit is judged alone and with the continuation that follows it (both at once):
+        With a look-ahead, the unit is judged alone and with the continuation that follows it (both at once;
+        the unit alone is usually remembered: an earlier unit's look-ahead ended where this unit ends):
         a unit that violates alone is rejected as ever; one whose trajectory violates is rejected too (an
         opening that leads into a violation is regenerated, or refused, before it is released). Judging it
         alone as well keeps the guard as strict as without a look-ahead: text after a unit could lower its
         score. Ladder steps that act on the unit's own text (redact, flag) go by the verdict on it alone."""
         if not after:
-            return await self.judge.ajudge(request.messages, response, partial=not last, explain=True), ""
+            return await self._judged(request, memo, response, not last), ""
         alone, trajectory = await asyncio.gather(
-            self.judge.ajudge(request.messages, response, partial=True, explain=True),
-            self.judge.ajudge(request.messages, response + after, partial=True, explain=True),
+            self._judged(request, memo, response, True), self._judged(request, memo, response + after, True)
         )
+        memo.forget(lambda key: len(key[0]) <= len(response))  # later units are longer: never asked again
         verdict = alone if alone.violated else lookahead_verdict(self.policy, state.budget, alone, trajectory, looked)
         assert verdict is not None
         other = alone if verdict is not alone else trajectory
@@ -403,16 +424,19 @@ def _words(text: str) -> list[str]:
 
 
 class _LookAhead:
-    """The attempt's raw streamed text, so that a unit can be judged with the ``tokens`` that follow it. What
-    a unit is judged with depends only on the stream (never on how far the producer ran ahead while the judge
-    worked): the pieces after the unit's end, up to ``tokens`` of them (a piece that straddles the end counts
-    as one, from the end on)."""
+    """The attempt's raw streamed text, so that a unit can be judged with the text that follows it: at least
+    ``tokens`` of them, through the end of the unit that holds the last of those (so that the trajectory a
+    unit is judged with is exactly a later unit's prefix, whose own judgement it then is: each prefix is
+    judged once, not twice). What a unit is judged with depends only on the stream (never on how far the
+    producer ran ahead while the judge worked): the pieces after the unit's end (a piece that straddles the
+    end counts as one, from the end on), then on to the next unit end."""
 
     def __init__(self, tokens: int) -> None:
         self.tokens = tokens
         self.text = ""
         self.ends: list[int] = []  # raw text length after each piece
         self.counts: list[int] = []  # tokens streamed after each piece, cumulative
+        self.units: list[int] = []  # raw text length after each unit received
         self.ended = False
 
     def add(self, piece: _Piece) -> None:
@@ -420,26 +444,36 @@ class _LookAhead:
         self.ends.append(len(self.text))
         self.counts.append((self.counts[-1] if self.counts else 0) + piece.tokens)
 
-    def _window(self, unit: _Unit) -> tuple[int, int]:
-        """(index of the first piece after the unit's end, index of the piece that completes its look-ahead:
-        ``len(ends)`` or more while the stream has not got that far)."""
+    def mark(self, unit: _Unit) -> None:
+        self.units.append(unit.end)
+
+    def _window(self, unit: _Unit) -> tuple[int, int | None]:
+        """(index of the first piece after the unit's end, where its look-ahead ends in the raw text: the end
+        of the unit that completes its ``tokens``; None while the stream has not got that far)."""
         first = bisect.bisect_right(self.ends, unit.end)
         before = self.counts[first - 1] if first else 0
-        return first, bisect.bisect_left(self.counts, before + self.tokens, lo=first)
+        reach = bisect.bisect_left(self.counts, before + self.tokens, lo=first)
+        if reach >= len(self.counts):
+            return first, None
+        at = bisect.bisect_left(self.units, self.ends[reach])
+        return first, self.units[at] if at < len(self.units) else None
 
     def ready(self, unit: _Unit) -> bool:
         if self.tokens == 0 or unit.last or self.ended or not unit.text.strip():
             return True
-        return self._window(unit)[1] < len(self.counts)
+        return self._window(unit)[1] is not None
 
     def after(self, unit: _Unit) -> tuple[int, str]:
-        """The look-ahead of ``unit``: (its tokens, its text); (0, '') when look-ahead is off or nothing follows."""
-        first, last = self._window(unit) if self.tokens else (0, -1)
-        last = min(last, len(self.ends) - 1)
-        if last < first:
+        """The look-ahead of ``unit``: (its tokens, its text); (0, '') when look-ahead is off or nothing follows.
+        A stream that ended first gives what it had."""
+        if not self.tokens:
             return 0, ""
-        tokens = self.counts[last] - (self.counts[first - 1] if first else 0)
-        return tokens, self.text[unit.end : self.ends[last]]
+        first, stop = self._window(unit)
+        stop = len(self.text) if stop is None else stop
+        if stop <= unit.end or first >= len(self.ends):
+            return 0, ""
+        last = min(bisect.bisect_left(self.ends, stop), len(self.ends) - 1)
+        return self.counts[last] - (self.counts[first - 1] if first else 0), self.text[unit.end : stop]
 
 
 def _pending_tokens(pending: list[_Unit], queue: asyncio.Queue[object]) -> int:

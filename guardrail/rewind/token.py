@@ -172,10 +172,12 @@ class TokenRewind:
         verdict = lookahead_verdict(self.policy, state.budget, None, trajectory, tokens)
         if verdict is not None:
             return verdict
-        ahead = decoder.ids[end:]
-        decoder.truncate(end)
-        alone = evaluator.evaluate(decoder, prompt, partial=True)[0]
-        decoder.feed(ahead)
+        alone = evaluator.remembered(decoder.ids[decoder.prompt_len : end], True)  # an earlier look-ahead's
+        if alone is None:
+            ahead = decoder.ids[end:]
+            decoder.truncate(end)
+            alone = evaluator.evaluate(decoder, prompt, partial=True)[0]
+            decoder.feed(ahead)
         state.judge_cost = state.judge_cost + trajectory.cost
         return alone
 
