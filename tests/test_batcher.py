@@ -7,6 +7,7 @@ import asyncio
 import threading
 import time
 from collections.abc import Sequence
+from typing import Any
 
 import pytest
 
@@ -115,6 +116,38 @@ def test_the_worker_exits_when_idle_and_comes_back() -> None:
     time.sleep(0.3)
     assert batcher._worker is None
     assert batcher.run("abcde") == 5
+
+
+def test_the_start_hook_runs_first_on_each_worker_thread_and_cannot_stall_it() -> None:
+    started: list[str] = []
+    batcher: Batcher[str, int] = Batcher(
+        Slow(delay=0), idle_s=0.05, on_start=lambda: started.append(threading.current_thread().name)
+    )
+    assert batcher.run("abc") == 3 and batcher.run("ab") == 2
+    assert started == [batcher.name]  # once, on the worker, not on the caller's thread
+    time.sleep(0.3)
+    assert batcher.run("a") == 1 and started == [batcher.name] * 2  # again on the next worker
+
+    def broken() -> None:
+        raise RuntimeError("no threads here")
+
+    assert Batcher(Slow(delay=0), on_start=broken).run("abcd", timeout=5) == 4  # served all the same
+
+
+def test_the_embedding_judge_scores_on_the_policys_threads_in_its_worker_only(monkeypatch: Any) -> None:
+    import torch
+
+    from guardrail.judges import EmbeddingJudge
+    from guardrail.policy import load_policy
+
+    judge = EmbeddingJudge(load_policy("harmless"))
+    assert load_policy("harmless").judge.threads == 1  # the default, measured (docs/scale.md)
+    calls: list[tuple[int, str]] = []
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: calls.append((n, threading.current_thread().name)))
+    judge.batcher.idle_s = 0.05
+    time.sleep(0.1)  # a worker left by an earlier call exits
+    assert not judge.judge("How do I bake bread?", "Mix flour and water.", partial=True).violated
+    assert calls == [(1, "guardrail-embedding-judge")]
 
 
 @pytest.mark.slow

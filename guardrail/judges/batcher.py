@@ -10,12 +10,14 @@ Exactness: each call gets the result of its own item (``score`` returns one resu
 batch that raises is retried item by item, so one bad text fails only its own call. Cancellation: a call
 cancelled while it waits (its asyncio task was cancelled, or its ``Future`` was) is dropped from the batch
 and never scored; one cancelled while its batch runs gets nothing. The worker is started on the first call
-and exits after ``idle_s`` without calls, so an idle judge holds no thread.
+and exits after ``idle_s`` without calls, so an idle judge holds no thread; ``on_start`` runs first on each
+worker thread (the embedding judge sets its torch threads there, for that thread only).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import queue
 import threading
 import time
@@ -25,6 +27,8 @@ from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 __all__ = ["BatchStats", "Batcher"]
+
+_log = logging.getLogger("guardrail.judges.batcher")
 
 Item = TypeVar("Item")
 Result = TypeVar("Result")
@@ -59,6 +63,7 @@ class Batcher(Generic[Item, Result]):
         max_batch: int = 64,
         idle_s: float = 30.0,
         name: str = "guardrail-judge-batcher",
+        on_start: Callable[[], None] | None = None,
     ) -> None:
         if max_batch < 1:
             raise ValueError("max_batch must be at least 1")
@@ -67,6 +72,7 @@ class Batcher(Generic[Item, Result]):
         self.max_batch = max_batch
         self.idle_s = idle_s
         self.name = name
+        self.on_start = on_start
         self.stats = BatchStats()
         self._queue: queue.SimpleQueue[tuple[Item, Future[Result]]] = queue.SimpleQueue()
         self._lock = threading.Lock()
@@ -120,6 +126,11 @@ class Batcher(Generic[Item, Result]):
         return batch
 
     def _work(self) -> None:
+        if self.on_start is not None:
+            try:
+                self.on_start()
+            except Exception as error:  # tuning only: the worker must serve its callers whatever happens
+                _log.warning("%s: its start hook failed (%s); scoring without it", self.name, error)
         while (batch := self._take()) is not None:
             live = [(item, future) for item, future in batch if future.set_running_or_notify_cancel()]
             self.stats.cancelled += len(batch) - len(live)

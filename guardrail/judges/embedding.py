@@ -16,6 +16,7 @@ Inference runs with int8 dynamic quantization of the linear layers where torch o
 
 from __future__ import annotations
 
+import functools
 import json
 import threading
 import warnings
@@ -273,6 +274,13 @@ def _e5_encoder(head: Path) -> E5Encoder:
         return _E5_ENCODERS[key]
 
 
+def _use_threads(threads: int) -> None:
+    """Score on ``threads`` CPU threads in the calling thread (torch's thread count is per thread here)."""
+    import torch
+
+    torch.set_num_threads(threads)
+
+
 def _encoder(head: Path | None) -> CrossEncoder:
     """The process's encoder for ``head`` (stateless but for its lock, so one serves every judge)."""
     key = str(head.resolve()) if head is not None else ""
@@ -302,7 +310,10 @@ class EmbeddingJudge(Judge):
             self._add_rule(rule, Path(head) if head is not None else None)
         #: concurrent requests' calls are scored together on one worker thread (``guardrail.judges.batcher``)
         self.batcher: Batcher[tuple[str, str, bool], Verdict] = Batcher(
-            self._judge_batch, wait_s=policy.judge.batch_wait_ms / 1000, name="guardrail-embedding-judge"
+            self._judge_batch,
+            wait_s=policy.judge.batch_wait_ms / 1000,
+            name="guardrail-embedding-judge",
+            on_start=functools.partial(_use_threads, policy.judge.threads),
         )
         self._base: CrossEncoder | None = None
         self._prototypes: dict[str, tuple[Any, Any]] = {}
