@@ -4,8 +4,9 @@
 
 A unit is what the guard judges at a sentence boundary while streaming: the question and the last window of
 the answer so far. Units here are our validation split's answers cut at 50 % (benchmarks/judge_data.py),
-scored by MiniLM-L6 with the shipped head four ways: int8, one window per call (as shipped: dynamic int8
-scales activations per call, so a batched window's score would depend on its neighbours); fp32, one per call;
+scored by MiniLM-L6 with the shipped head five ways: int8, one window per call (as shipped: dynamic int8
+scales activations per call, so a batched window's score would depend on its neighbours), on torch's threads
+and on one (as the judge's worker runs it, ``judge.threads``; CPU time a unit is printed too); fp32, one per call;
 fp32 in batches of 32 (length-sorted, padding masked: exact to float rounding, the largest feature difference
 from one per call is printed); int8 in batches of 32, which the judge does not do (scores move with their
 batch neighbours: the largest difference is printed), the bound on what int8 with per-row activation scales,
@@ -46,28 +47,36 @@ def main() -> None:
     int8, fp32 = CrossEncoder(head_path("harmless")), CrossEncoder(head_path("harmless"), quantize=False)
     int8_batched = CrossEncoder(head_path("harmless"))
     int8_batched.quantized = False  # lifts the one-window-a-call rule: what exact per-row scales could reach
-    print(f"{len(units)} units, torch threads {torch.get_num_threads()}")
-    print("| encoder | units/s | mean tokens a unit | ROC-AUC | F1 @ 0.5 |\n|---|---|---|---|---|")
+    threads = torch.get_num_threads()
+    print(f"{len(units)} units, torch threads {threads}")
     runs = {
-        "int8, one window a call (shipped)": (int8, 1),
-        "fp32, one window a call": (fp32, 1),
-        f"fp32, batches of {args.batch}": (fp32, args.batch),
-        f"int8, batches of {args.batch} (not exact: one activation scale a batch)": (int8_batched, args.batch),
+        f"int8, one window a call, {threads} threads": (int8, 1, threads),
+        "int8, one window a call, 1 thread (shipped: `judge.threads`)": (int8, 1, 1),
+        "fp32, one window a call": (fp32, 1, threads),
+        f"fp32, batches of {args.batch}": (fp32, args.batch, threads),
+        f"int8, batches of {args.batch} (not exact: one activation scale a batch)": (
+            int8_batched,
+            args.batch,
+            threads,
+        ),
     }
     features: dict[str, torch.Tensor] = {}
     scores: dict[str, torch.Tensor] = {}
-    for name, (encoder, batch) in runs.items():
+    print("| encoder | units/s | CPU ms a unit | mean tokens a unit | ROC-AUC | F1 @ 0.5 |\n|---|---|---|---|---|---|")
+    for name, (encoder, batch, count) in runs.items():
+        torch.set_num_threads(count)
         encoder.features(units[:4], last_only=True, batch_size=batch)  # warm up
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         features[name], wins = encoder.features(units, last_only=True, batch_size=batch)
-        elapsed = time.perf_counter() - started
+        elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
         with torch.inference_mode():
             scores[name] = torch.sigmoid(encoder.head(features[name]).squeeze(-1))
         p = scores[name].tolist()
         tokens = sum(len(w.input_ids) for w in wins) / len(wins)
-        print(f"| {name} | {len(units) / elapsed:.1f} | {tokens:.0f} | {metrics.roc_auc(labels, p):.4f} | "
+        print(f"| {name} | {len(units) / elapsed:.1f} | {cpu / len(units) * 1000:.1f} | {tokens:.0f} | "
+              f"{metrics.roc_auc(labels, p):.4f} | "
               f"{metrics.f1_at(labels, p, 0.5):.4f} |", flush=True)  # fmt: skip
-    int8_one, fp32_one, fp32_many, int8_many = runs  # the same units each time: compare the runs row by row
+    int8_one, _, fp32_one, fp32_many, int8_many = runs  # the same units each time: compare the runs row by row
     feature_gap = float((features[fp32_one] - features[fp32_many]).abs().max())
     score_gap = float((scores[int8_one] - scores[int8_many]).abs().max())
     print(f"fp32 batched vs one a call: largest feature difference {feature_gap:.2e}")

@@ -360,11 +360,13 @@ class RewindSettings(StrictModel):
         ge=0,
         le=256,
         description="Judge each unit alone and together with the next this many tokens of the answer's own "
-        "continuation (sentence mode: the same stream, read on; token mode, verify: decoded on the same cache), "
-        "and reject the unit when that trajectory violates, so a harmful turn is caught before its "
-        "harmless-looking opening is released. 32 (the default, measured on red-team prompts, docs/benchmarks.md: "
-        "answers that end in a refusal after released text 6 -> 2 of 40) delays the first verified text by that "
-        "many tokens (0.24 -> 0.86 s against llama.cpp on 2 cores). 0: judge each unit alone, release it at once.",
+        "continuation (sentence mode: the same stream, read on to the end of the sentence that holds them, so "
+        "the look-ahead is a later unit's prefix and each prefix is judged once; token mode, verify: decoded on "
+        "the same cache), and reject the unit when that trajectory violates, so a harmful turn is caught before "
+        "its harmless-looking opening is released. 32 (the default, measured on red-team prompts, "
+        "docs/benchmarks.md: answers that end in a refusal after released text 5 -> 1 of 40) delays the first "
+        "verified text by that many tokens and up to a sentence (0.26 -> 0.95 s against llama.cpp on 2 cores). "
+        "0: judge each unit alone, release it at once.",
     )
     temperature: float = Field(0.8, ge=0, le=2, description="Sampling temperature of regenerations.")
     rain: RainSettings = Field(default_factory=RainSettings)
