@@ -23,12 +23,6 @@ class VerdictMemo(Generic[K]):
     def __init__(self) -> None:
         self._verdicts: dict[K, Verdict] = {}
 
-    def __contains__(self, key: K) -> bool:
-        return key in self._verdicts
-
-    def __len__(self) -> int:
-        return len(self._verdicts)
-
     def get(self, key: K) -> Verdict | None:
         """The verdict judged before for ``key``, free this time; None if there is none."""
         verdict = self._verdicts.get(key)

@@ -294,12 +294,14 @@ class SentenceRewind:
         opening that leads into a violation is regenerated, or refused, before it is released). Judging it
         alone as well keeps the guard as strict as without a look-ahead: text after a unit could lower its
         score. Ladder steps that act on the unit's own text (redact, flag) go by the verdict on it alone."""
-        if not after:
-            return await self._judged(request, memo, response, not last), ""
-        alone, trajectory = await asyncio.gather(
-            self._judged(request, memo, response, True), self._judged(request, memo, response + after, True)
-        )
-        memo.forget(lambda key: len(key[0]) <= len(response))  # later units are longer: never asked again
+        try:
+            if not after:
+                return await self._judged(request, memo, response, not last), ""
+            alone, trajectory = await asyncio.gather(
+                self._judged(request, memo, response, True), self._judged(request, memo, response + after, True)
+            )
+        finally:
+            memo.forget(lambda key: len(key[0]) <= len(response))  # later units are longer: never asked again
         verdict = alone if alone.violated else lookahead_verdict(self.policy, state.budget, alone, trajectory, looked)
         assert verdict is not None
         other = alone if verdict is not alone else trajectory
