@@ -425,7 +425,7 @@ class JudgeSettings(StrictModel):
         le=256,
         description="CPU threads the embedding judge scores with (torch, on its own worker thread only: the "
         "app's other torch work keeps its own setting). 1 (measured, docs/scale.md): a unit costs a third less "
-        "CPU than with 2 threads (18 vs 28 ms) for 4 ms more latency, and beside a model server on the same "
+        "CPU than with 2 threads (24 vs 38 ms) for a few ms more latency, and beside a model server on the same "
         "cores 50 guarded streams ran at 0.92-1.08x instead of 0.76x unguarded throughput.",
     )
     multilingual: Literal["auto", "off"] = Field(
