@@ -251,17 +251,24 @@ def test_token_lookahead_rejects_a_chunk_whose_continuation_violates(tiny: tuple
     assert not streamed.startswith(opening + needle)
 
 
+def _unrejected(tiny: tuple[Any, Any], lookaheads: tuple[int, ...], max_tokens: int) -> tuple[list[Any], list[int]]:
+    """Greedy answers in chunks of 4, guarded by a judge that rejects nothing, one per look-ahead, and how many
+    times that judge was called for each."""
+    backend = LocalBackend(*tiny)
+    results, calls = [], []
+    for lookahead in lookaheads:
+        policy = parse_policy(POLICY + f"rewind: {{chunk_tokens: 4, lookahead_tokens: {lookahead}}}\n")
+        judge = RejectText("\x00never", policy)
+        results.append(Guard(policy, backend, judge=judge).invoke("Hi", max_tokens=max_tokens, temperature=0))
+        calls.append(judge.calls)
+    return results, calls
+
+
 def test_token_lookahead_keeps_greedy_decoding_exact(tiny: tuple[Any, Any]) -> None:
     # every chunk is judged with its look-ahead and alone (the cache cropped, judged, the look-ahead fed back):
     # when nothing is rejected, the answer is token for token the one decoded without a look-ahead
-    model, tokenizer = tiny
-    backend = LocalBackend(model, tokenizer)
-    answers, calls = [], []
-    for lookahead in (0, 5):
-        policy = parse_policy(POLICY + f"rewind: {{chunk_tokens: 4, lookahead_tokens: {lookahead}}}\n")
-        judge = RejectText("\x00never", policy)
-        answers.append(Guard(policy, backend, judge=judge).invoke("Hi", max_tokens=20, temperature=0).text)
-        calls.append(judge.calls)
+    results, calls = _unrejected(tiny, (0, 5), max_tokens=20)
+    answers = [result.text for result in results]
     assert answers[0] == answers[1] and answers[0].strip()
     assert calls == [5, 7]  # 5 chunks of 4; with the look-ahead 3 chunks judged twice, then the last 8 tokens
 
@@ -269,26 +276,16 @@ def test_token_lookahead_keeps_greedy_decoding_exact(tiny: tuple[Any, Any]) -> N
 def test_token_lookahead_judges_each_prefix_once_and_refeeds_nothing_it_remembers(tiny: tuple[Any, Any]) -> None:
     # with a look-ahead of two chunks, a chunk's trajectory is the chunk two further on: its verdict alone is
     # remembered, so neither the judge nor the model (crop, judge, feed the look-ahead back) runs for it again
-    model, tokenizer = tiny
-    backend = LocalBackend(model, tokenizer)
-    results, calls = [], []
-    for lookahead in (0, 8):
-        policy = parse_policy(POLICY + f"rewind: {{chunk_tokens: 4, lookahead_tokens: {lookahead}}}\n")
-        judge = RejectText("\x00never", policy)
-        results.append(Guard(policy, backend, judge=judge).invoke("Hi", max_tokens=40, temperature=0))
-        calls.append(judge.calls)
-    plain, ahead = results
+    (plain, ahead), calls = _unrejected(tiny, (0, 8), max_tokens=40)
     assert plain.text == ahead.text and len(ahead.text.split()) > 5
     # 10 chunks judged once each; with the look-ahead: the first two chunks alone, 7 trajectories (each the
-    # prefix of a later chunk, whose own verdict it is), the whole answer: 10 too (without the memo: 17)
+    # prefix of a later chunk, whose own verdict it is), the whole answer: 10 too
     assert calls == [10, 10]
     # generation forwards: only the first two chunks' look-aheads are fed back (2 x 8 tokens), not every chunk's
     extra = ahead.generation_cost.forward_tokens - plain.generation_cost.forward_tokens
     assert 0 < extra <= 16, extra
-    costs = [
-        e.verdict.cost.ms
-        for e in Guard(policy, backend, judge=judge).stream("Hi", max_tokens=40, temperature=0)
-        if isinstance(e, VerdictEvent)
-    ]
+    policy = parse_policy(POLICY + "rewind: {chunk_tokens: 4, lookahead_tokens: 8}\n")
+    guard = Guard(policy, LocalBackend(*tiny), judge=RejectText("\x00never", policy))
+    costs = [e.verdict.cost.ms for e in guard.stream("Hi", max_tokens=40, temperature=0) if isinstance(e, VerdictEvent)]
     # the 5 chunks whose own verdict was remembered carry no cost (it was counted with the earlier look-ahead)
     assert len(costs) == 8 and costs.count(0.0) == 5, costs
