@@ -143,9 +143,9 @@ def main() -> None:
     ours, english = judge_data.split_multilingual_pairs(examples)  # the Korean / Chinese pairs: all of them
     if len(examples) > args.max_examples:
         examples = ours + rng.sample(english, args.max_examples - len(ours))
-    held_out, english_val = judge_data.split_multilingual_pairs(val)
+    held_out, val = judge_data.split_multilingual_pairs(val)  # choose on English only; the pairs: reported
     if len(val) > args.max_validation:
-        val = rng.sample(english_val, args.max_validation)  # English, for choosing
+        val = rng.sample(val, args.max_validation)
     started = time.time()
     half = [{**r, "answer": judge_data.prefix(r["answer"], 0.5)} for r in val]
     if args.cache and args.cache.exists():

@@ -76,9 +76,13 @@ class TokenEvaluator:
             for row, verdict in enumerate(whole)
         ]
 
+    @staticmethod
+    def _key(response: list[int], partial: bool) -> tuple[int, ...]:
+        return (*response, int(partial))
+
     def remembered(self, response: list[int], partial: bool) -> Verdict | None:
         """The verdict on these response ids if they were judged before (free), else None."""
-        return self.memo.get((*response, int(partial)))
+        return self.memo.get(self._key(response, partial))
 
     def evaluate(
         self,
@@ -96,7 +100,7 @@ class TokenEvaluator:
         else:
             cache, pending = branches.cache, [[p] for p in branches.pending]
             responses = [branches.response_ids(row) for row in range(branches.rows)]
-        keys = [(*r, int(partial)) for r in responses]
+        keys = [self._key(r, partial) for r in responses]
         known = [self.memo.get(key) for key in keys]
         if all(verdict is not None for verdict in known):
             return [verdict for verdict in known if verdict is not None]  # identical text, judged before: free
