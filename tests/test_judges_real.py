@@ -137,6 +137,25 @@ def test_steering_does_not_flip_the_embedding_judge(embedding_judge: EmbeddingJu
         assert steered.violated == base.violated and steered.score == pytest.approx(base.score, abs=0.05)
 
 
+def test_cross_encoder_reads_another_encoders_folder(tmp_path: Path) -> None:
+    # benchmarks/encoder_choice.py puts all-mpnet-base-v2 under the same windows; MPNet reads no segment ids.
+    # A tiny random MPNet with MiniLM's tokenizer stands in for it here (the real one is 440 MB).
+    from transformers import AutoTokenizer, MPNetConfig, MPNetModel
+
+    from guardrail.embedded import minilm_path
+    from guardrail.judges.embedding import CrossEncoder
+
+    tokenizer = AutoTokenizer.from_pretrained(minilm_path())
+    config = MPNetConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
+                         num_attention_heads=2, intermediate_size=64)  # fmt: skip
+    MPNetModel(config).save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    encoder = CrossEncoder(None, folder=tmp_path, quantize=False)
+    assert not encoder.segments and CrossEncoder(None, quantize=False).segments
+    features, wins = encoder.features([("How do I bake bread?", BENIGN), ("Why?", "Because.")], last_only=True)
+    assert tuple(features.shape) == (2, 32) and [w.pair for w in wins] == [0, 1]
+
+
 def test_rule_examples_drive_the_prototype_path() -> None:
     policy = load_policy("no_competitors")
     judge = EmbeddingJudge(policy, [policy.rule("competitor-recommendation")])

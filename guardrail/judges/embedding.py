@@ -17,6 +17,7 @@ Inference runs with int8 dynamic quantization of the linear layers where torch o
 from __future__ import annotations
 
 import functools
+import inspect
 import json
 import threading
 import warnings
@@ -88,7 +89,7 @@ class CrossEncoder:
     texts (the base model, for prototypes).
     """
 
-    def __init__(self, head: Path | None = None, *, quantize: bool = True) -> None:
+    def __init__(self, head: Path | None = None, *, quantize: bool = True, folder: Path | None = None) -> None:
         try:
             import torch
             from transformers import AutoModel, AutoTokenizer
@@ -98,7 +99,7 @@ class CrossEncoder:
                 "pip install 'guardrail-rewind[hf]'"
             ) from None
         self._torch = torch
-        folder = minilm_path()
+        folder = folder or minilm_path()  # another encoder's folder: benchmarks/encoder_choice.py compares them
         self.tokenizer: Any = AutoTokenizer.from_pretrained(folder)
         self.tokenizer.model_max_length = 1 << 30  # answers are cut into windows, never truncated
         model: Any = AutoModel.from_pretrained(folder, dtype=torch.float32)
@@ -112,6 +113,8 @@ class CrossEncoder:
         #: how many of the last layers are mean-pooled into the head's input (1 for heads of the first release)
         self.pooled_layers = int(self.meta.get("pooled_layers", 1))
         self.model = model.eval()
+        #: whether the encoder reads segment ids (BERT-like ones do; MPNet, RoBERTa-like ones have none)
+        self.segments = "token_type_ids" in inspect.signature(model.forward).parameters
         self.quantized = quantize
         if quantize:
             self.model = self._quantized(self.model)
@@ -183,8 +186,9 @@ class CrossEncoder:
                     ids[row, : len(w.input_ids)] = torch.tensor(w.input_ids)
                     types[row, : len(w.input_ids)] = torch.tensor(w.token_type_ids)
                     mask[row, : len(w.input_ids)] = 1
-                result = self.model(input_ids=ids, token_type_ids=types, attention_mask=mask,
-                                    output_hidden_states=self.pooled_layers > 1)  # fmt: skip
+                segments = {"token_type_ids": types} if self.segments else {}
+                result = self.model(input_ids=ids, attention_mask=mask, output_hidden_states=self.pooled_layers > 1,
+                                    **segments)  # fmt: skip
                 if self.pooled_layers > 1:
                     layers = result.hidden_states[-self.pooled_layers :]
                     pooled = torch.cat([self.pool(h, mask) for h in layers], dim=-1)

