@@ -14,8 +14,10 @@ from guardrail.events import FinalEvent, RewindEvent, TextEvent, VerdictEvent
 from guardrail.guard import Guard
 from guardrail.judges import Judge, PatternJudge
 from guardrail.judges.base import Prompt
-from guardrail.judges.verdict import Verdict
+from guardrail.judges.verdict import Cost, Verdict
 from guardrail.rewind.decoder import Decoder, Sampling, TextEmitter
+from guardrail.rewind.evaluator import MEMO_LIMIT, TokenEvaluator
+from guardrail.rewind.memo import VerdictMemo
 
 POLICY = "name: t\nrules:\n  - {id: chosen, criterion: contains the chosen continuation}\n"
 
@@ -289,3 +291,21 @@ def test_token_lookahead_judges_each_prefix_once_and_refeeds_nothing_it_remember
     costs = [e.verdict.cost.ms for e in guard.stream("Hi", max_tokens=40, temperature=0) if isinstance(e, VerdictEvent)]
     # the 5 chunks whose own verdict was remembered carry no cost (it was counted with the earlier look-ahead)
     assert len(costs) == 8 and costs.count(0.0) == 5, costs
+
+
+def test_token_memo_is_bounded_and_keeps_what_was_used_last(tiny: tuple[Any, Any]) -> None:
+    # keys are whole answers' ids: a long RAIN search would grow the memo without end; the least recently used
+    # verdicts go first, and a dropped verdict is judged again (never a different answer)
+    memo: VerdictMemo[tuple[int, ...]] = VerdictMemo(3)
+    for n in range(4):
+        memo.put((n,), Verdict(0.1 * n, False, judge="t", cost=Cost(ms=5.0)))
+        if n == 2:
+            assert memo.get((0,)) is not None  # used: kept over (1,)
+    assert len(memo) == 3 and memo.get((1,)) is None
+    kept = memo.get((0,))
+    assert kept is not None and kept.score == 0.0 and kept.cost.ms == 0.0
+    policy = parse_policy(POLICY)
+    evaluator = TokenEvaluator(RejectText("\x00never", policy), tiny[0])
+    for n in range(MEMO_LIMIT + 5):
+        evaluator.memo.put((n,), Verdict(0.0, False, judge="t"))
+    assert len(evaluator.memo) == MEMO_LIMIT

@@ -25,6 +25,9 @@ from guardrail.rewind.memo import VerdictMemo
 
 __all__ = ["TokenEvaluator"]
 
+#: verdicts a request remembers at most (keys are whole answers' ids: a bound keeps a long search's memory flat)
+MEMO_LIMIT = 1024
+
 
 class TokenEvaluator:
     """Verdicts for the trunk or for every row of a set of branches."""
@@ -40,7 +43,7 @@ class TokenEvaluator:
             p for p in parts if isinstance(p, StreamHeadJudge) and p.scorer.local.model is model
         ]
         self.text: list[Judge] = [p for p in parts if p not in self.cached and p not in self.streamed]
-        self.memo: VerdictMemo[tuple[int, ...]] = VerdictMemo()
+        self.memo: VerdictMemo[tuple[int, ...]] = VerdictMemo(MEMO_LIMIT)
 
     def _cached(self, part: SelfEvalJudge, cache: Any, pending: list[list[int]], partial: bool) -> list[Verdict]:
         scorer = part.scorer

@@ -7,6 +7,7 @@ no cost (its cost was counted when it was made), so judge cost and judge calls c
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from typing import Generic, TypeVar
 
@@ -18,18 +19,32 @@ K = TypeVar("K", bound=Hashable)
 
 
 class VerdictMemo(Generic[K]):
-    """Verdicts by key (a text or token ids, with whether it was judged as partial)."""
+    """Verdicts by key (a text or token ids, with whether it was judged as partial).
 
-    def __init__(self) -> None:
-        self._verdicts: dict[K, Verdict] = {}
+    ``limit``: at most this many verdicts are kept, the least recently used dropped first (RAIN's search judges
+    ten branches an expansion, each keyed by its whole answer so far: without a bound the memo grows with the
+    search). A dropped verdict only costs a judgement again, never a different answer."""
+
+    def __init__(self, limit: int | None = None) -> None:
+        self._verdicts: OrderedDict[K, Verdict] = OrderedDict()
+        self._limit = limit
+
+    def __len__(self) -> int:
+        return len(self._verdicts)
 
     def get(self, key: K) -> Verdict | None:
         """The verdict judged before for ``key``, free this time; None if there is none."""
         verdict = self._verdicts.get(key)
-        return None if verdict is None else verdict.with_cost(Cost())
+        if verdict is None:
+            return None
+        self._verdicts.move_to_end(key)
+        return verdict.with_cost(Cost())
 
     def put(self, key: K, verdict: Verdict) -> None:
         self._verdicts[key] = verdict
+        self._verdicts.move_to_end(key)
+        while self._limit is not None and len(self._verdicts) > self._limit:
+            self._verdicts.popitem(last=False)
 
     def forget(self, stale: Callable[[K], bool]) -> None:
         """Drop the verdicts no later lookup can ask for (the memo stays a few entries long)."""
