@@ -58,6 +58,9 @@ QUESTION_CHARS, ANSWER_CHARS = 200, 600  # the small LMs' text: a little less th
 
 Pair = tuple[str, str]
 
+#: the public sets ``--public`` can report (judge_data.eval_sets' names): reported, never trained or chosen on
+PUBLIC_SETS = ("trustllm_heldout", "xstest_responses", "openai_moderation", "toxicchat_prompts")
+
 
 def _minilm(folder: Path | None = None) -> tuple[Callable[[Sequence[Pair]], Any], str]:
     from guardrail.judges.embedding import CrossEncoder
@@ -170,9 +173,8 @@ def units(args: argparse.Namespace) -> dict[str, list[dict[str, Any]]]:
     }
 
 
-def encode(name: str, sets: dict[str, list[dict[str, Any]]], cache: Path) -> dict[str, Any]:
-    """Features of every set by one candidate on one thread, with the CPU time it took (cached)."""
-    path = cache / f"{name}.pt"
+def encode(name: str, sets: dict[str, list[dict[str, Any]]], path: Path) -> dict[str, Any]:
+    """Features of every set by one candidate on one thread, with the CPU time it took (cached in ``path``)."""
     key = [len(rows) for rows in sets.values()] + [hash_rows(rows) for rows in sets.values()]
     if path.exists():
         stored = torch.load(path)
@@ -195,7 +197,7 @@ def encode(name: str, sets: dict[str, list[dict[str, Any]]], cache: Path) -> dic
             print(f"{name} {set_name}: {start + 64}/{len(pairs)}, {1000 * cpu / count:.1f} CPU ms a unit", flush=True)
         out[set_name] = torch.cat(features)
     out.update(cpu_ms=1000 * cpu / count, units_per_s=count / wall, units=count)
-    cache.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(out, path)
     return out
 
@@ -216,8 +218,14 @@ class _Scored:
         self.features, self.rows, self.pair_of = features, rows, list(range(len(rows)))
 
 
-def evaluate(stored: dict[str, Any], sets: dict[str, list[dict[str, Any]]], args: argparse.Namespace) -> dict[str, Any]:
-    """Train the head on the candidate's training features; report it on validation."""
+def evaluate(
+    stored: dict[str, Any],
+    sets: dict[str, list[dict[str, Any]]],
+    args: argparse.Namespace,
+    public: tuple[dict[str, Any], dict[str, list[dict[str, Any]]]] | None = None,
+) -> dict[str, Any]:
+    """Train the head on the candidate's training features; report it on validation (and on the public sets
+    whose features are in ``public``, at the threshold chosen on validation)."""
     train = stored["train"].float()
     mean, std = train.mean(0), train.std(0).clamp(min=1e-6)
     head = train_head(_Scored((train - mean) / std, sets["train"]), args, args.hidden[0], args.seed)
@@ -227,8 +235,32 @@ def evaluate(stored: dict[str, Any], sets: dict[str, list[dict[str, Any]]], args
             logits = head((stored[set_name].float() - mean) / std).squeeze(-1).tolist()
         return [1 / (1 + math.exp(-v)) for v in logits]
 
+    result = quality(sets, probabilities("whole"), probabilities("prefix_50"), stored)
+    result |= {"features": int(train.shape[1]), "how": stored["how"]}
+    if public is not None:  # the threshold chosen on validation, applied to the public sets
+        threshold = result["threshold"]
+        for set_name, rows in public[1].items():
+            with torch.inference_mode():
+                logits = head((public[0][set_name].float() - mean) / std).squeeze(-1).tolist()
+            result[set_name] = public_row(rows, [1 / (1 + math.exp(-v)) for v in logits], threshold)
+    return result
+
+
+def public_row(rows: list[dict[str, Any]], scores: list[float], threshold: float) -> dict[str, float]:
+    """ROC-AUC, and F1 and false violations at the threshold chosen on validation, on one public set."""
+    labels = [bool(r["unsafe"]) for r in rows]
+    return {
+        "roc_auc": round(metrics.roc_auc(labels, scores), 4),
+        "f1": round(metrics.f1_at(labels, scores, threshold), 4),
+        "false_violations": round(metrics.false_violation_rate(labels, scores, threshold), 4),
+    }
+
+
+def quality(
+    sets: dict[str, list[dict[str, Any]]], whole: list[float], half: list[float], stored: dict[str, Any]
+) -> dict[str, Any]:
+    """A head's validation row: ROC-AUC whole and at 50 %, F1 at the validation-best threshold, and the cost."""
     labels = [bool(r["unsafe"]) for r in sets["whole"]]
-    whole, half = probabilities("whole"), probabilities("prefix_50")
     f1, threshold = metrics.best_f1(labels, whole)
     return {
         "roc_auc": round(metrics.roc_auc(labels, whole), 4),
@@ -236,12 +268,34 @@ def evaluate(stored: dict[str, Any], sets: dict[str, list[dict[str, Any]]], args
         "f1": round(f1, 4),
         "f1_50": round(metrics.f1_at(labels, half, threshold), 4),
         "false_violations": round(metrics.false_violation_rate(labels, whole, threshold), 4),
+        "threshold": threshold,
         "cpu_ms": round(stored["cpu_ms"], 1),
         "units_per_s": round(stored["units_per_s"], 1),
         "f1_per_cpu_s": round(1000 * f1 / stored["cpu_ms"], 1),
-        "features": int(train.shape[1]),
-        "how": stored["how"],
     }
+
+
+def shipped(
+    sets: dict[str, list[dict[str, Any]]], stored: dict[str, Any], public: dict[str, list[dict[str, Any]]]
+) -> dict[str, Any]:
+    """The reference: MiniLM with the head that ships (trained on every training answer), on the same units
+    (its own threshold, 0.5, for the public sets; the validation-best one for validation, as for the others)."""
+    from guardrail.judges.embedding import CrossEncoder, head_path
+
+    encoder = CrossEncoder(head_path("harmless"))
+
+    def scored(rows: list[dict[str, Any]]) -> list[float]:
+        return [p for p, _ in encoder.scores([(r["question"], r["answer"]) for r in rows], last_only=True)]
+
+    result = quality(sets, scored(sets["whole"]), scored(sets["prefix_50"]), stored)
+    return result | {name: public_row(rows, scored(rows), 0.5) for name, rows in public.items()}
+
+
+def row(label: str, package: str, r: dict[str, Any]) -> str:
+    """One line of the table."""
+    quality = [f"{r[k]:.3f}" for k in ("roc_auc", "roc_auc_50", "f1", "f1_50")]
+    cost = [f"{r[k]:.1f}" for k in ("cpu_ms", "units_per_s", "f1_per_cpu_s")]
+    return "| " + " | ".join([label, package, *quality, f"{100 * r['false_violations']:.1f} %", *cost]) + " |"
 
 
 def main() -> None:
@@ -252,6 +306,10 @@ def main() -> None:
     parser.add_argument("--validation", type=int, default=500)
     parser.add_argument("--cache", type=Path, help="where features are kept (default: under the model cache)")
     parser.add_argument("--json", type=Path)
+    parser.add_argument(
+        "--public", nargs="*", default=[], choices=PUBLIC_SETS,
+        help="also encode and report these sets of ../shared/data/eval/ (reported only: nothing is chosen on them)",
+    )  # fmt: skip
     add_training_arguments(parser)
     args = parser.parse_args()
     if not args.encoders and not args.report:
@@ -260,8 +318,11 @@ def main() -> None:
     args.cache = args.cache or cache_dir() / "encoder_choice" / f"train{args.train}-validation{args.validation}"
     unsafe = sum(r["unsafe"] for r in sets["whole"])
     print(f"units: train {len(sets['train'])}, validation {len(sets['whole'])} ({unsafe} unsafe) whole and at 50 %")
+    public = {name: rows for name, rows in judge_data.eval_sets().items() if name in args.public}
     for name in args.encoders:
-        encode(name, sets, args.cache)
+        encode(name, sets, args.cache / f"{name}.pt")
+        if public:
+            encode(name, public, args.cache / f"{name}-public.pt")
     if not args.report:
         return
     results: dict[str, Any] = {}
@@ -272,11 +333,19 @@ def main() -> None:
         path = args.cache / f"{name}.pt"
         if not path.exists():
             continue
-        r = results[name] = evaluate(torch.load(path), sets, args)
-        quality = [f"{r[k]:.3f}" for k in ("roc_auc", "roc_auc_50", "f1", "f1_50")]
-        cost = [f"{r[k]:.1f}" for k in ("cpu_ms", "units_per_s", "f1_per_cpu_s")]
-        cells = [label, package, *quality, f"{100 * r['false_violations']:.1f} %", *cost]
-        print("| " + " | ".join(cells) + " |")
+        public_path = args.cache / f"{name}-public.pt"
+        encoded = torch.load(public_path) if public and public_path.exists() else None
+        results[name] = evaluate(torch.load(path), sets, args, None if encoded is None else (encoded, public))
+        print(row(label, package, results[name]))
+    if "minilm" in results:
+        results["shipped"] = shipped(sets, torch.load(args.cache / "minilm.pt"), public)
+        print(row("all-MiniLM-L6-v2, the head that ships (every training answer)", "as above", results["shipped"]))
+    for set_name in public:
+        print(f"\n{set_name}: ROC-AUC, F1 and false violations at the threshold chosen on validation")
+        for name, result in results.items():
+            if set_name in result:
+                r = result[set_name]
+                print(f"| {name} | {r['roc_auc']:.3f} | {r['f1']:.3f} | {100 * r['false_violations']:.1f} % |")
     if args.json:
         args.json.write_text(json.dumps(results, indent=1), encoding="utf-8")
 
