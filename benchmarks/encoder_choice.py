@@ -315,14 +315,15 @@ def main() -> None:
     if not args.encoders and not args.report:
         parser.error("name --encoders to encode, --report to report, or both")
     sets = units(args)
-    args.cache = args.cache or cache_dir() / "encoder_choice" / f"train{args.train}-validation{args.validation}"
+    root = args.cache or cache_dir() / "encoder_choice"
+    sample_cache, public_cache = root / f"train{args.train}-validation{args.validation}", root / "public"
     unsafe = sum(r["unsafe"] for r in sets["whole"])
     print(f"units: train {len(sets['train'])}, validation {len(sets['whole'])} ({unsafe} unsafe) whole and at 50 %")
     public = {name: rows for name, rows in judge_data.eval_sets().items() if name in args.public}
     for name in args.encoders:
-        encode(name, sets, args.cache / f"{name}.pt")
+        encode(name, sets, sample_cache / f"{name}.pt")
         if public:
-            encode(name, public, args.cache / f"{name}-public.pt")
+            encode(name, public, public_cache / f"{name}.pt")
     if not args.report:
         return
     results: dict[str, Any] = {}
@@ -330,15 +331,15 @@ def main() -> None:
           "| units/s, 1 thread | F1 per CPU-s |")  # fmt: skip
     print("|---|---|---|---|---|---|---|---|---|---|")
     for name, (label, package, _) in ENCODERS.items():
-        path = args.cache / f"{name}.pt"
+        path = sample_cache / f"{name}.pt"
         if not path.exists():
             continue
-        public_path = args.cache / f"{name}-public.pt"
+        public_path = public_cache / f"{name}.pt"
         encoded = torch.load(public_path) if public and public_path.exists() else None
         results[name] = evaluate(torch.load(path), sets, args, None if encoded is None else (encoded, public))
         print(row(label, package, results[name]))
     if "minilm" in results:
-        results["shipped"] = shipped(sets, torch.load(args.cache / "minilm.pt"), public)
+        results["shipped"] = shipped(sets, torch.load(sample_cache / "minilm.pt"), public)
         print(row("all-MiniLM-L6-v2, the head that ships (every training answer)", "as above", results["shipped"]))
     for set_name in public:
         print(f"\n{set_name}: ROC-AUC, F1 and false violations at the threshold chosen on validation")
