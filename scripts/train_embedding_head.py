@@ -17,6 +17,7 @@ Only the head ships. ../shared/data/eval/ is never read here.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import random
@@ -37,17 +38,58 @@ from guardrail.judges import metrics, window  # noqa: E402
 from guardrail.judges.embedding import CrossEncoder  # noqa: E402
 
 POOLED_LAYERS = 2
+#: window features of every pair ever encoded for this head (MiniLM int8, last two layers, the judge's windows)
+FEATURE_CACHE = (Path.home() / ".cache" / "guardrail-rewind" / "head_features"
+                 / f"minilm-int8-L{POOLED_LAYERS}-w{window.MAX_LENGTH}-q{window.MAX_QUESTION}.pt")  # fmt: skip
+
+
+class FeatureCache:
+    """Every pair's window features, kept on disk between runs (a window's features are a function of its own
+    text: the int8 encoder reads one window per call), so a retrain with a few new rows encodes only those."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self.store: dict[str, Any] = torch.load(path) if path is not None and path.exists() else {}
+        self.added = 0
+
+    @staticmethod
+    def key(question: str, answer: str, last_only: bool) -> str:
+        return hashlib.sha256(json.dumps([question, answer, last_only]).encode()).hexdigest()
+
+    def features(
+        self, encoder: CrossEncoder, pairs: list[tuple[str, str]], *, last_only: bool
+    ) -> tuple[Any, list[int]]:
+        """(the rows of every pair's windows, the pair each row belongs to), computing only what is missing."""
+        keys = [self.key(q, a, last_only) for q, a in pairs]
+        missing = list(dict.fromkeys(k for k in keys if k not in self.store))
+        if missing:
+            first = {k: i for i, k in reversed(list(enumerate(keys)))}
+            computed, wins = encoder.features([pairs[first[k]] for k in missing], last_only=last_only)
+            rows_of: dict[int, list[int]] = {}
+            for i, w in enumerate(wins):
+                rows_of.setdefault(w.pair, []).append(i)
+            for k_index, k in enumerate(missing):
+                self.store[k] = computed[rows_of[k_index]].clone()
+            self.added += len(missing)
+        rows = [self.store[k] for k in keys]
+        return torch.cat(rows), [i for i, r in enumerate(rows) for _ in range(len(r))]
+
+    def save(self) -> None:
+        if self.path is not None and self.added:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            torch.save(self.store, self.path)
 
 
 class Features:
     """Rows and their windows' features, computed once: MiniLM (int8, exactly as the judge runs it) mean-pooled
     over the last two layers."""
 
-    def __init__(self, encoder: CrossEncoder, rows: list[dict[str, Any]], *, last_only: bool) -> None:
+    def __init__(
+        self, encoder: CrossEncoder, rows: list[dict[str, Any]], *, last_only: bool, cache: FeatureCache | None = None
+    ) -> None:
         self.rows = rows
         pairs = [(r["question"], r["answer"]) for r in rows]
-        self.features, wins = encoder.features(pairs, last_only=last_only)
-        self.pair_of = [w.pair for w in wins]
+        self.features, self.pair_of = (cache or FeatureCache(None)).features(encoder, pairs, last_only=last_only)
 
     def probabilities(self, head: torch.nn.Module) -> list[float]:
         """P(unsafe) per row: the highest over its windows."""
@@ -210,6 +252,7 @@ def training_examples(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=REPO / "guardrail" / "judges" / "heads" / "harmless.safetensors")
+    parser.add_argument("--no-feature-cache", action="store_true", help=f"encode everything again ({FEATURE_CACHE})")
     add_training_arguments(parser)
     args = parser.parse_args()
 
@@ -217,19 +260,26 @@ def main() -> None:
     encoder = CrossEncoder(None)  # int8, exactly as the judge runs; the head reads the last two layers
     encoder.pooled_layers = POOLED_LAYERS
     train, val, examples = training_examples(args, no_question_share=args.no_question_share)
+    cache = FeatureCache(None if args.no_feature_cache else FEATURE_CACHE)
     started = time.time()
-    data = Features(encoder, examples, last_only=True)
+    data = Features(encoder, examples, last_only=True, cache=cache)
     validation_sets = {
-        "whole": Features(encoder, val, last_only=False),
+        "whole": Features(encoder, val, last_only=False, cache=cache),
         **{f"prefix_{int(f * 100)}": Features(encoder, [{**r, "answer": judge_data.prefix(r["answer"], f)}
-                                                        for r in val], last_only=True)
+                                                        for r in val], last_only=True, cache=cache)
            for f in (0.25, 0.5)},
-        "whole_without_question": Features(encoder, [{**r, "question": ""} for r in val], last_only=False),
+        "whole_without_question": Features(encoder, [{**r, "question": ""} for r in val], last_only=False,
+                                           cache=cache),
     }  # fmt: skip
     unsafe, attacked = steering_rows(val)
-    steer_sets = (Features(encoder, unsafe, last_only=False), Features(encoder, attacked, last_only=False))
+    steer_sets = (
+        Features(encoder, unsafe, last_only=False, cache=cache),
+        Features(encoder, attacked, last_only=False, cache=cache),
+    )
+    cache.save()
     print(f"train: {len(train)} answers -> {len(examples)} examples ({len(data.pair_of)} windows); validation: "
-          f"{len(val)}; features in {time.time() - started:.0f}s", flush=True)  # fmt: skip
+          f"{len(val)}; features in {time.time() - started:.0f}s ({cache.added} pairs encoded)",
+          flush=True)  # fmt: skip
 
     val_labels = [bool(y) for y in validation_sets["whole"].labels]
     best: tuple[float, Any, int] = (-1.0, None, 0)
