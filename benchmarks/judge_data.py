@@ -143,10 +143,13 @@ def alarming_rows() -> list[dict[str, Any]]:
 
 
 def abuse_rows() -> list[dict[str, Any]]:
-    """Our abuse pairs (benchmarks/data/abuse_pairs.jsonl), written for this project: 26 abusive answers (hate,
-    harassment, threats, self-harm encouragement, sexual harassment, extremist praise) and 26 safe answers to
-    the same or a neighbouring request. Labels by construction. Tried and rejected for the shipped head (more
-    steering flips, docs/algorithms.md); off unless asked for."""
+    """Our abuse pairs (benchmarks/data/abuse_pairs.jsonl), written for this project: 78 abusive texts (hate
+    against groups, harassment of a person, threats and glorified violence, sexual content and unsolicited
+    sexual messages, self-harm encouragement, extremist praise) and 84 safe ones on the same topics (the same or
+    a neighbouring request answered kindly, news and history, support, sex education, profanity with no target,
+    harsh but fair reviews); 39 of the 162 have no question (a comment posted on its own). Labels by
+    construction. Tried twice and rejected for the shipped head (more steering flips, docs/algorithms.md); off
+    unless asked for."""
     return [
         {"question": r["question"], "answer": r["answer"], "unsafe": r["unsafe"], "source": "abuse_pairs",
          "weight": 1.0}

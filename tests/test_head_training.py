@@ -1,0 +1,60 @@
+"""The head-training script's tools: an ensemble shipped as one MLP, and window features cached per pair."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
+from train_embedding_head import FeatureCache, merge_heads
+
+
+def test_merged_heads_give_the_mean_of_their_logits() -> None:
+    torch.manual_seed(0)
+    heads = [torch.nn.Sequential(torch.nn.Linear(8, w), torch.nn.GELU(), torch.nn.Linear(w, 1)) for w in (4, 4, 4)]
+    x = torch.randn(16, 8)
+    merged = merge_heads(heads)
+    assert merged[0].out_features == 12
+    with torch.no_grad():
+        expected = torch.stack([h(x) for h in heads]).mean(0)
+        assert torch.allclose(merged(x), expected, atol=1e-6)
+        assert not torch.allclose(merged(x), heads[0](x), atol=1e-3)  # not just the first head
+
+
+class _Window:
+    def __init__(self, pair: int) -> None:
+        self.pair = pair
+
+
+class _Encoder:
+    """Two windows per pair, features that name the pair's text: what was asked for is visible."""
+
+    def __init__(self) -> None:
+        self.asked: list[tuple[str, str]] = []
+
+    def features(self, pairs: list[tuple[str, str]], *, last_only: bool) -> tuple[Any, list[_Window]]:
+        self.asked += pairs
+        rows = [[float(len(q)), float(len(a)), float(k), float(last_only)] for q, a in pairs for k in (0, 1)]
+        return torch.tensor(rows), [_Window(i) for i in range(len(pairs)) for _ in (0, 1)]
+
+
+def test_feature_cache_encodes_each_pair_once_and_keeps_rows_in_order(tmp_path: Path) -> None:
+    path = tmp_path / "features.pt"
+    encoder = _Encoder()
+    cache = FeatureCache(path)
+    first, pair_of = cache.features(encoder, [("q", "aa"), ("qq", "a")], last_only=True)  # type: ignore[arg-type]
+    assert pair_of == [0, 0, 1, 1] and first[:, :2].tolist() == [[1, 2], [1, 2], [2, 1], [2, 1]]
+    cache.save()
+
+    again = FeatureCache(path)  # a new run: only the new pair, and the old one read as it was
+    rows, pair_of = again.features(encoder, [("qqq", "a"), ("qq", "a"), ("qqq", "a")], last_only=True)  # type: ignore[arg-type]
+    assert encoder.asked == [("q", "aa"), ("qq", "a"), ("qqq", "a")]
+    assert pair_of == [0, 0, 1, 1, 2, 2]
+    assert rows[:, :2].tolist() == [[3, 1], [3, 1], [2, 1], [2, 1], [3, 1], [3, 1]]
+    assert rows[:, 2].tolist() == [0, 1, 0, 1, 0, 1]
+    # the window set depends on last_only: another key
+    other, _ = again.features(encoder, [("qq", "a")], last_only=False)  # type: ignore[arg-type]
+    assert other[:, 3].tolist() == [0, 0] and encoder.asked[-1] == ("qq", "a")
