@@ -1,7 +1,10 @@
-"""Trains the embedding judge's head for the built-in `harmless` rule, reproducibly (about 20 min on 2 cores).
+"""Trains the embedding judge's head for the built-in `harmless` rule, reproducibly (about 30 min on 2 cores the
+first time, most of it the windows' features, which are then cached per pair under
+~/.cache/guardrail-rewind/head_features/; a retrain after that takes 2-5 min).
 
     .venv/bin/python scripts/train_embedding_head.py                 # writes guardrail/judges/heads/harmless.*
     .venv/bin/python scripts/train_embedding_head.py --limit 300 --epochs 2 --out /tmp/h.safetensors  # smoke run
+    .venv/bin/python scripts/train_embedding_head.py --abuse-weight 2 --ensemble 3 --out /tmp/h.safetensors
 
 Data (benchmarks/judge_data.py): ../shared/data/safety_responses_dev.jsonl and ../shared/data/train_extra/,
 AdvBench prompts left out; the validation split is by question (sha256 % 5 == 0) across every source. Each
