@@ -14,10 +14,10 @@ from guardrail.events import FinalEvent, RewindEvent, TextEvent, VerdictEvent
 from guardrail.guard import Guard
 from guardrail.judges import Judge, PatternJudge
 from guardrail.judges.base import Prompt
+from guardrail.judges.memo import VerdictMemo
 from guardrail.judges.verdict import Cost, Verdict
 from guardrail.rewind.decoder import Decoder, Sampling, TextEmitter
 from guardrail.rewind.evaluator import MEMO_LIMIT, TokenEvaluator
-from guardrail.rewind.memo import VerdictMemo
 
 POLICY = "name: t\nrules:\n  - {id: chosen, criterion: contains the chosen continuation}\n"
 

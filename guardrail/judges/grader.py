@@ -25,7 +25,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from guardrail.errors import JudgeError
-from guardrail.judges.embedding import EmbeddingJudge, _e5_encoder, head_path
+from guardrail.judges.embedding import EmbeddingJudge, _e5_encoder, head_path, sentence_prefixes
 from guardrail.judges.multilingual import ANSWER_CHARS
 from guardrail.judges.verdict import Verdict
 from guardrail.policy import Rule
@@ -69,8 +69,8 @@ class GraderJudge(EmbeddingJudge):
         self._multilingual[rule.id] = _e5_encoder(path or head_path(GRADER_HEADS[rule.id]))
 
     def _earlier(self, answer: str) -> list[str]:
-        # the embedding judge's (rstripped) prefixes and the reading ones, each scored once
-        return list(dict.fromkeys(p.rstrip() for p in super()._earlier(answer) + reading_prefixes(answer)))
+        # the answer one sentence back and the reading prefixes (e5 reads a long window: not every sentence end)
+        return list(dict.fromkeys(p.rstrip() for p in sentence_prefixes(answer, 1) + reading_prefixes(answer)))
 
     def judge_many(self, pairs: Sequence[tuple[str, str]], *, explain: bool = False) -> list[Verdict]:
         verdicts = super().judge_many(pairs, explain=explain)

@@ -15,13 +15,13 @@ from typing import Any
 from guardrail.judges.base import Judge, combine
 from guardrail.judges.factory import PolicyJudge
 from guardrail.judges.local_scorer import LocalScorer
+from guardrail.judges.memo import VerdictMemo
 from guardrail.judges.question import build_question
 from guardrail.judges.self_eval import SelfEvalJudge
 from guardrail.judges.stream_head import StreamHeadJudge
 from guardrail.judges.untrusted import remove_judge_steering
 from guardrail.judges.verdict import Verdict
 from guardrail.rewind.decoder import Branches, Decoder
-from guardrail.rewind.memo import VerdictMemo
 
 __all__ = ["TokenEvaluator"]
 

@@ -26,9 +26,9 @@ from guardrail.backends.base import Chunk, GenerationParams, Message, StreamingB
 from guardrail.errors import BackendError
 from guardrail.events import Event, FallbackEvent, TextEvent
 from guardrail.judges.base import Judge
+from guardrail.judges.memo import VerdictMemo
 from guardrail.judges.verdict import Verdict
 from guardrail.policy import Policy
-from guardrail.rewind.memo import VerdictMemo
 from guardrail.rewind.request import Request, RunState
 from guardrail.sentence import SentenceBuffer
 from guardrail.tool_calls import ToolArgumentCheck, merge_tool_calls, redact_argument
