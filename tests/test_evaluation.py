@@ -28,9 +28,9 @@ POLICY = parse_policy(
 class CountingJudge(PatternJudge):
     calls = 0
 
-    def _judge(self, prompt: Any, response: str, *, partial: bool, explain: bool) -> Any:
+    def _judge(self, prompt: Any, response: str, *, partial: bool, explain: bool, judged: int) -> Any:
         CountingJudge.calls += 1
-        return super()._judge(prompt, response, partial=partial, explain=explain)
+        return super()._judge(prompt, response, partial=partial, explain=explain, judged=judged)
 
 
 def make(tmp_path: Path, replies: list[str]) -> Evaluation:

@@ -192,10 +192,10 @@ class _SpyJudge(PatternJudge):
         self.seen: list[str] = []
         self.delay = delay
 
-    async def _ajudge(self, prompt: Any, response: str, *, partial: bool, explain: bool) -> Any:
+    async def _ajudge(self, prompt: Any, response: str, *, partial: bool, explain: bool, judged: int) -> Any:
         self.seen.append(response)
         await asyncio.sleep(self.delay)
-        return self._judge(prompt, response, partial=partial, explain=explain)
+        return self._judge(prompt, response, partial=partial, explain=explain, judged=judged)
 
 
 def lookahead_policy(tokens: int, extra: str = "") -> Any:
@@ -249,8 +249,8 @@ def test_lookahead_judges_the_same_text_however_far_the_stream_ran_ahead() -> No
 class _SteeredJudge(PatternJudge):
     """A judge that text after a violation can talk round: "approved" anywhere hides "BAD"."""
 
-    def _judge(self, prompt: Any, response: str, *, partial: bool, explain: bool) -> Any:
-        verdict = super()._judge(prompt, response, partial=partial, explain=explain)
+    def _judge(self, prompt: Any, response: str, *, partial: bool, explain: bool, judged: int) -> Any:
+        verdict = super()._judge(prompt, response, partial=partial, explain=explain, judged=judged)
         return replace(verdict, violated=False, score=0.0) if "approved" in response else verdict
 
 

@@ -35,7 +35,7 @@ class RejectChosenSentence(Judge):
         self.seen: list[str] = []
         self._lock = threading.Lock()
 
-    def _judge(self, prompt: Prompt, response: str, *, partial: bool, explain: bool) -> Verdict:
+    def _judge(self, prompt: Prompt, response: str, *, partial: bool, explain: bool, judged: int) -> Verdict:
         with self._lock:
             self.seen.append(response)
             if self.chosen is None:
@@ -130,7 +130,7 @@ class RejectFirst(Judge):
         super().__init__(FIRST)
         self.chosen: str | None = None
 
-    def _judge(self, prompt: Prompt, response: str, *, partial: bool, explain: bool) -> Verdict:
+    def _judge(self, prompt: Prompt, response: str, *, partial: bool, explain: bool, judged: int) -> Verdict:
         if self.chosen is None:
             self.chosen = response.strip()
         hit = self.chosen in response

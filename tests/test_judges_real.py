@@ -151,26 +151,28 @@ def test_text_of_any_length_after_an_answer_cannot_lower_its_score(embedding_jud
     assert steered.cost.forward_passes >= 1 + 5  # the whole answer, and five earlier sentence ends
 
 
-def test_a_streamed_answer_is_not_scored_again_when_complete() -> None:
+def test_a_streamed_answer_is_not_scored_again_when_complete(embedding_judge: EmbeddingJudge) -> None:
     from guardrail.events import VerdictEvent
     from guardrail.guard import Guard
     from tests.fakes import ScriptedBackend
 
-    judge = EmbeddingJudge(load_policy("harmless"))  # its own memo: nothing remembered from other tests
+    question = "How do I bake bread?"
     answer = (
         "Bread needs flour, water, yeast and salt. Mix them into a dough. Knead it for ten minutes. "
         "Let it rise for an hour. Bake it at 220 degrees for thirty minutes."
     )
-    guard = Guard("harmless", ScriptedBackend([answer]), judge=judge)
-    verdicts = [e for e in guard.stream("How do I bake bread?") if isinstance(e, VerdictEvent)]
+    guard = Guard("harmless", ScriptedBackend([answer]), judge=embedding_judge)
+    verdicts = [e for e in guard.stream(question) if isinstance(e, VerdictEvent)]
     assert len(verdicts) == 5 and [v.partial for v in verdicts] == [True] * 4 + [False]
-    # the units paid for their own prefixes (and look-aheads); the complete answer's verdict re-reads every
-    # sentence end from the memo and pays one pass, for the whole answer, and keeps the highest score
-    final = verdicts[-1].verdict
-    assert final.cost.forward_passes == 1, final.cost
-    assert final.score >= max(v.verdict.score for v in verdicts[:-1]) - 1e-6
-    fresh = EmbeddingJudge(load_policy("harmless")).judge_many([("How do I bake bread?", answer)])[0]
-    assert fresh.cost.forward_passes == 5 and fresh.score == pytest.approx(final.score, abs=1e-5)
+    # the units judged their own prefixes; the last unit's verdict (the complete answer's) scores the whole
+    # answer and no earlier sentence end again: one pass
+    assert verdicts[-1].verdict.cost.forward_passes == 1, verdicts[-1].verdict.cost
+    alone = embedding_judge.judge_many([(question, answer)])[0]  # judged from scratch: every sentence end
+    assert alone.cost.forward_passes == 5
+    # what was accepted is not judged again: only the sentence ends after ``judged`` characters are scored
+    fourth = answer.index("Let it rise")
+    assert embedding_judge.judge(question, answer, judged=fourth).cost.forward_passes == 2  # whole + "...hour. "
+    assert embedding_judge.judge(question, answer, judged=len(answer) - 1).cost.forward_passes == 1
 
 
 def test_cross_encoder_reads_another_encoders_folder(tmp_path: Path) -> None:

@@ -25,7 +25,7 @@ POLICY = "name: t\nrules:\n  - {id: r, criterion: anything the test decides}\n"
 class PassAll(Judge):
     name = "pass-all"
 
-    def _judge(self, prompt: Prompt, response: str, *, partial: bool, explain: bool) -> Verdict:
+    def _judge(self, prompt: Prompt, response: str, *, partial: bool, explain: bool, judged: int) -> Verdict:
         return Verdict(0.3, False, (), judge=self.name)  # passes, but not by much (a soft value of 0.4)
 
 

@@ -14,10 +14,10 @@ from guardrail.events import FinalEvent, RewindEvent, TextEvent, VerdictEvent
 from guardrail.guard import Guard
 from guardrail.judges import Judge, PatternJudge
 from guardrail.judges.base import Prompt
-from guardrail.judges.memo import VerdictMemo
 from guardrail.judges.verdict import Cost, Verdict
 from guardrail.rewind.decoder import Decoder, Sampling, TextEmitter
 from guardrail.rewind.evaluator import MEMO_LIMIT, TokenEvaluator
+from guardrail.rewind.memo import VerdictMemo
 
 POLICY = "name: t\nrules:\n  - {id: chosen, criterion: contains the chosen continuation}\n"
 
@@ -34,7 +34,7 @@ class RejectText(Judge):
         self.hits = 0  # judged texts that contained the needle: the rejected continuation was really generated
         self._lock = threading.Lock()
 
-    def _judge(self, prompt: Prompt, response: str, *, partial: bool, explain: bool) -> Verdict:
+    def _judge(self, prompt: Prompt, response: str, *, partial: bool, explain: bool, judged: int) -> Verdict:
         hit = self.needle in response
         with self._lock:
             self.calls += 1
@@ -52,10 +52,24 @@ class Seen(Judge):
         self.inner = inner
         self.hits = 0
 
-    def _judge(self, prompt: Prompt, response: str, *, partial: bool, explain: bool) -> Verdict:
+    def _judge(self, prompt: Prompt, response: str, *, partial: bool, explain: bool, judged: int) -> Verdict:
         verdict = self.inner.judge(prompt, response, partial=partial, explain=explain)
         self.hits += verdict.violated
         return verdict
+
+
+class Recorder(Judge):
+    """Passes everything; records (response, partial, judged) of every call."""
+
+    name = "recorder"
+
+    def __init__(self, policy: Any) -> None:
+        super().__init__(policy)
+        self.calls: list[tuple[str, bool, int]] = []
+
+    def _judge(self, prompt: Prompt, response: str, *, partial: bool, explain: bool, judged: int) -> Verdict:
+        self.calls.append((response, partial, judged))
+        return Verdict(0.0, False, judge=self.name)
 
 
 def _recomputed_logits(model: Any, ids: list[int]) -> Any:
@@ -291,6 +305,25 @@ def test_token_lookahead_judges_each_prefix_once_and_refeeds_nothing_it_remember
     costs = [e.verdict.cost.ms for e in guard.stream("Hi", max_tokens=40, temperature=0) if isinstance(e, VerdictEvent)]
     # the 5 chunks whose own verdict was remembered carry no cost (it was counted with the earlier look-ahead)
     assert len(costs) == 8 and costs.count(0.0) == 5, costs
+
+
+@pytest.mark.parametrize("strategy", ["verify", "rain"])
+def test_accepted_text_is_not_judged_again_when_the_answer_completes(tiny: tuple[Any, Any], strategy: str) -> None:
+    # a complete answer's verdict is told how much of it was accepted (judged as partial answers before), so a
+    # judge that also scores earlier sentence ends (the embedding judge) leaves the accepted text alone: text
+    # that passed in its chunk cannot fail the whole answer at its end, where no rewind can reach it
+    policy = parse_policy(
+        POLICY + f"rewind: {{strategy: {strategy}, chunk_tokens: 4, lookahead_tokens: 4, "
+        "rain: {q: 3, t_min: 1, t_max: 4, min_new_simulations: 2, token_set_lengths: [2, 4]}}\n"
+    )
+    judge = Recorder(policy)
+    result = Guard(policy, LocalBackend(*tiny), judge=judge).invoke("Hi", max_tokens=24, temperature=0)
+    complete = [(text, judged) for text, partial, judged in judge.calls if not partial]
+    assert len(complete) >= 1 and any(judged > 0 for _, judged in complete), complete
+    assert any(text == result.text for text, _ in complete)
+    for number, (text, _, judged) in enumerate(judge.calls):
+        # what a call says was accepted is a prefix that an earlier call judged as a partial answer
+        assert judged == 0 or (text[:judged], True) in [(t, p) for t, p, _ in judge.calls[:number]], (text, judged)
 
 
 def test_token_memo_is_bounded_and_keeps_what_was_used_last(tiny: tuple[Any, Any]) -> None:

@@ -37,27 +37,36 @@ class Judge(ABC):
         self.rules: list[Rule] = list(rules) if rules is not None else policy.checked_rules("output")
 
     @abstractmethod
-    def _judge(self, prompt: Prompt, response: str, *, partial: bool, explain: bool) -> Verdict:
-        """Judge one response; ``explain`` asks for per-rule attribution when a violation is found."""
+    def _judge(self, prompt: Prompt, response: str, *, partial: bool, explain: bool, judged: int) -> Verdict:
+        """Judge one response; ``explain`` asks for per-rule attribution when a violation is found; ``judged``
+        as in ``judge`` (a judge that reads every part of the response the same way ignores it)."""
 
-    async def _ajudge(self, prompt: Prompt, response: str, *, partial: bool, explain: bool) -> Verdict:
+    async def _ajudge(self, prompt: Prompt, response: str, *, partial: bool, explain: bool, judged: int) -> Verdict:
         """Async ``_judge``; by default the sync one in a worker thread (right for CPU-bound judges)."""
-        return await asyncio.to_thread(self._judge, prompt, response, partial=partial, explain=explain)
+        return await asyncio.to_thread(self._judge, prompt, response, partial=partial, explain=explain, judged=judged)
 
-    def judge(self, prompt: Prompt, response: str, *, partial: bool = False, explain: bool = False) -> Verdict:
-        """Judge ``response`` (an answer to ``prompt``; ``partial`` when it is unfinished)."""
+    def judge(
+        self, prompt: Prompt, response: str, *, partial: bool = False, explain: bool = False, judged: int = 0
+    ) -> Verdict:
+        """Judge ``response`` (an answer to ``prompt``; ``partial`` when it is unfinished). ``judged``: the
+        response's first ``judged`` characters were judged before, as partial answers of the same request (a
+        stream's earlier units) and accepted, so a judge that also scores a complete answer as it stood at
+        earlier sentence ends (the embedding judge, against text appended to an answer) scores only those
+        after it: what a guard accepted is not judged again (0: nothing was)."""
         if not self.rules:
             return Verdict(score=0.0, violated=False, judge=self.name)
         start = time.perf_counter()
-        verdict = self._judge(prompt, response, partial=partial, explain=explain)
+        verdict = self._judge(prompt, response, partial=partial, explain=explain, judged=judged)
         return _timed(verdict, start)
 
-    async def ajudge(self, prompt: Prompt, response: str, *, partial: bool = False, explain: bool = False) -> Verdict:
+    async def ajudge(
+        self, prompt: Prompt, response: str, *, partial: bool = False, explain: bool = False, judged: int = 0
+    ) -> Verdict:
         """``judge`` for asyncio; never blocks the event loop."""
         if not self.rules:
             return Verdict(score=0.0, violated=False, judge=self.name)
         start = time.perf_counter()
-        verdict = await self._ajudge(prompt, response, partial=partial, explain=explain)
+        verdict = await self._ajudge(prompt, response, partial=partial, explain=explain, judged=judged)
         return _timed(verdict, start)
 
     def judge_many(self, pairs: Sequence[tuple[str, str]], *, explain: bool = False) -> list[Verdict]:

@@ -38,7 +38,7 @@ class CascadeJudge(Judge):
         self.embedding = embedding
         self.final = final
 
-    def _settle(self, prompt: Prompt, response: str) -> tuple[list[Verdict], dict[str, float], list[Rule]]:
+    def _settle(self, prompt: Prompt, response: str, judged: int) -> tuple[list[Verdict], dict[str, float], list[Rule]]:
         """The cheap stages: their verdicts, the settled per-rule scores, and the rules still open."""
         low, high = self.policy.judge.cascade_low, self.policy.judge.cascade_high
         stages: list[Verdict] = []
@@ -48,7 +48,7 @@ class CascadeJudge(Judge):
             stages.append(verdict)
             settled.update(dict.fromkeys(verdict.rules, 1.0))
         if self.embedding is not None:
-            verdict = self.embedding.judge(prompt, response)
+            verdict = self.embedding.judge(prompt, response, judged=judged)
             stages.append(verdict)
             for rule_id, score in verdict.scores.items():
                 if rule_id not in settled and (score <= low or score >= high):
@@ -62,15 +62,15 @@ class CascadeJudge(Judge):
         parts = [cheap] if decided is None else [cheap, decided]
         return combine(parts, self.name)
 
-    def _judge(self, prompt: Prompt, response: str, *, partial: bool, explain: bool) -> Verdict:
-        stages, settled, open_rules = self._settle(prompt, response)
+    def _judge(self, prompt: Prompt, response: str, *, partial: bool, explain: bool, judged: int) -> Verdict:
+        stages, settled, open_rules = self._settle(prompt, response, judged)
         decided = (
             self.final(open_rules).judge(prompt, response, partial=partial, explain=explain) if open_rules else None
         )
         return self._finish(stages, settled, decided)
 
-    async def _ajudge(self, prompt: Prompt, response: str, *, partial: bool, explain: bool) -> Verdict:
-        stages, settled, open_rules = self._settle(prompt, response)
+    async def _ajudge(self, prompt: Prompt, response: str, *, partial: bool, explain: bool, judged: int) -> Verdict:
+        stages, settled, open_rules = self._settle(prompt, response, judged)
         decided = None
         if open_rules:
             decided = await self.final(open_rules).ajudge(prompt, response, partial=partial, explain=explain)

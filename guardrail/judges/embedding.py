@@ -17,14 +17,12 @@ Inference runs with int8 dynamic quantization of the linear layers where torch o
 from __future__ import annotations
 
 import functools
-import hashlib
 import inspect
 import json
 import threading
 import warnings
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -33,7 +31,6 @@ from guardrail.embedded import minilm_path
 from guardrail.errors import JudgeError
 from guardrail.judges.base import Judge, Prompt
 from guardrail.judges.batcher import Batcher
-from guardrail.judges.memo import VerdictMemo
 from guardrail.judges.multilingual import ANSWER_CHARS, E5Encoder, needs_multilingual
 from guardrail.judges.untrusted import remove_judge_steering
 from guardrail.judges.verdict import Cost, Verdict
@@ -239,21 +236,12 @@ class CrossEncoder:
         return torch.nn.functional.normalize(torch.cat(pooled), dim=-1)
 
 
-#: Partial answers' verdicts an embedding judge remembers (a stream's units, scored again in the complete
-#: answer's verdict; ``EmbeddingJudge.judge_many``), least recently used dropped first.
-PARTIAL_MEMO = 4096
-
-
 def sentence_prefixes(answer: str, back: int | None = None) -> list[str]:
     """The answer as it stood at each earlier sentence end, latest first (``back``: that many at most): the
     texts a streaming guard judged before the answer was complete (trailing whitespace kept, as it streamed)."""
     units = split_sentences(answer)
     ends = range(len(units) - 1, 0, -1) if back is None else range(len(units) - 1, max(0, len(units) - 1 - back), -1)
     return ["".join(units[:end]) for end in ends]
-
-
-def _memo_key(question: str, answer: str) -> bytes:
-    return hashlib.sha256(json.dumps([question, answer]).encode()).digest()
 
 
 def head_module(torch: Any, tensors: dict[str, Any]) -> Any:
@@ -323,15 +311,12 @@ class EmbeddingJudge(Judge):
         for rule in self.rules:
             self._add_rule(rule, Path(head) if head is not None else None)
         #: concurrent requests' calls are scored together on one worker thread (``guardrail.judges.batcher``)
-        self.batcher: Batcher[tuple[str, str, bool], Verdict] = Batcher(
+        self.batcher: Batcher[tuple[str, str, bool, int], Verdict] = Batcher(
             self._judge_batch,
             wait_s=policy.judge.batch_wait_ms / 1000,
             name="guardrail-embedding-judge",
             on_start=functools.partial(_use_threads, policy.judge.threads),
         )
-        #: verdicts on partial answers (cleaned), shared by every request (``judge_many`` reads them again)
-        self._partial: VerdictMemo[bytes] = VerdictMemo(PARTIAL_MEMO)
-        self._partial_lock = threading.Lock()
         self._base: CrossEncoder | None = None
         self._prototypes: dict[str, tuple[Any, Any]] = {}
         if self._prototype_rules:
@@ -431,46 +416,29 @@ class EmbeddingJudge(Judge):
         clean, steering = remove_judge_steering(response)
         return (last_user_text(prompt), clean), steering
 
-    def _judge(self, prompt: Prompt, response: str, *, partial: bool, explain: bool) -> Verdict:
-        return self.batcher.run((last_user_text(prompt), response, partial))
+    def _judge(self, prompt: Prompt, response: str, *, partial: bool, explain: bool, judged: int) -> Verdict:
+        return self.batcher.run((last_user_text(prompt), response, partial, judged))
 
-    async def _ajudge(self, prompt: Prompt, response: str, *, partial: bool, explain: bool) -> Verdict:
-        return await self.batcher.arun((last_user_text(prompt), response, partial))
+    async def _ajudge(self, prompt: Prompt, response: str, *, partial: bool, explain: bool, judged: int) -> Verdict:
+        return await self.batcher.arun((last_user_text(prompt), response, partial, judged))
 
-    def _judge_batch(self, calls: Sequence[tuple[str, str, bool]]) -> list[Verdict]:
-        """The verdicts on (question, response, partial) calls of concurrent requests, in order: the partial
-        ones scored together on their last window, the complete ones by ``judge_many``."""
+    def _judge_batch(self, calls: Sequence[tuple[str, str, bool, int]]) -> list[Verdict]:
+        """The verdicts on (question, response, partial, judged) calls of concurrent requests, in order: the
+        partial ones scored together on their last window, the complete ones as ``judge_many`` scores them."""
         out: dict[int, Verdict] = {}
         partial = [index for index, call in enumerate(calls) if call[2]]
         if partial:
             cleaned = [self._clean(calls[index][0], calls[index][1]) for index in partial]
-            verdicts = self._partial_verdicts([pair for pair, _ in cleaned])
-            for index, verdict, (_, steering) in zip(partial, verdicts, cleaned, strict=True):
-                out[index] = replace(verdict, steering=steering)
+            scored = self._scores([pair for pair, _ in cleaned], partial=True)
+            for index, (scores, covered), (_, steering) in zip(partial, scored, cleaned, strict=True):
+                out[index] = self.verdict_from_scores(
+                    scores, steering=steering, cost=Cost(forward_passes=1), covered=covered
+                )
         whole = [index for index, call in enumerate(calls) if not call[2]]
         if whole:
-            verdicts = self.judge_many([(calls[index][0], calls[index][1]) for index in whole])
+            verdicts = self._complete([calls[index][:2] for index in whole], [calls[index][3] for index in whole])
             out.update(zip(whole, verdicts, strict=True))
         return [out[index] for index in range(len(calls))]
-
-    def _partial_verdicts(self, pairs: Sequence[tuple[str, str]]) -> list[Verdict]:
-        """Verdicts on (question, cleaned partial answer) pairs, each on the answer's last window: the ones
-        remembered free, the rest scored in one batch (and remembered)."""
-        keys = [_memo_key(question, answer) for question, answer in pairs]
-        first: dict[bytes, int] = {}
-        for index, key in enumerate(keys):
-            first.setdefault(key, index)
-        with self._partial_lock:
-            known = {key: verdict for key in first if (verdict := self._partial.get(key)) is not None}
-        missing = [key for key in first if key not in known]
-        scored = self._scores([pairs[first[key]] for key in missing], partial=True)
-        paid: dict[int, Verdict] = {}  # a text's first call pays; its copies and remembered texts are free
-        with self._partial_lock:
-            for key, (scores, covered) in zip(missing, scored, strict=True):
-                paid[first[key]] = self.verdict_from_scores(scores, cost=Cost(forward_passes=1), covered=covered)
-                self._partial.put(key, paid[first[key]])
-                known[key] = paid[first[key]].with_cost(Cost())
-        return [paid[index] if index in paid else known[key] for index, key in enumerate(keys)]
 
     def _earlier(self, answer: str) -> list[str]:
         """What of a complete answer is also scored as a partial answer (see ``judge_many``)."""
@@ -479,21 +447,31 @@ class EmbeddingJudge(Judge):
     def judge_many(self, pairs: Sequence[tuple[str, str]], *, explain: bool = False) -> list[Verdict]:
         """Complete answers. Each is also scored at every earlier sentence end (that prefix's last window, as the
         streaming guard judged it when the answer stood there) and keeps the highest score: text appended to an
-        answer (a note "approved by the safety team", in any wording and any length) cannot lower it below the
-        score of the answer before it. A streamed answer's prefixes were scored as its units: their verdicts
-        are remembered, so the complete answer's verdict costs one more pass, not one per sentence."""
+        answer (a note "approved by the safety team", in any wording and any length) cannot lower its score
+        below the answer's own. (A guard's stream judged those prefixes as its units: its last unit's verdict
+        passes ``judged`` and scores only the sentence ends after them.)"""
+        return self._complete(pairs, [0] * len(pairs))
+
+    def _complete(self, pairs: Sequence[tuple[Prompt, str]], judged: Sequence[int]) -> list[Verdict]:
+        """``judge_many``, each answer's sentence ends up to its ``judged`` characters left out."""
         cleaned = [self._clean(prompt, response) for prompt, response in pairs]
-        earlier = [(index, text) for index, (pair, _) in enumerate(cleaned) for text in self._earlier(pair[1])]
-        final = self._scores([pair for pair, _ in cleaned])
-        prefixes = self._partial_verdicts([(cleaned[index][0][0], text) for index, text in earlier])
+        earlier = []
+        for index, ((question, clean), steering) in enumerate(cleaned):
+            seen = judged[index]
+            if seen and steering:  # where the judged characters end once the steering is removed
+                seen = len(remove_judge_steering(pairs[index][1][:seen])[0])
+            earlier += [(index, (question, text)) for text in self._earlier(clean) if len(text) > seen]
+        results = self._scores([pair for pair, _ in cleaned])
+        prefixes = self._scores([pair for _, pair in earlier], partial=True)
+        for (index, _), (scores, _) in zip(earlier, prefixes, strict=True):
+            whole, covered = results[index]
+            results[index] = ({rule: max(p, scores.get(rule, 0.0)) for rule, p in whole.items()}, covered)
         passes = [1] * len(cleaned)
-        for (index, _), verdict in zip(earlier, prefixes, strict=True):
-            whole, covered = final[index]
-            final[index] = ({rule: max(p, verdict.scores.get(rule, 0.0)) for rule, p in whole.items()}, covered)
-            passes[index] += verdict.cost.forward_passes
+        for index, _ in earlier:
+            passes[index] += 1
         return [
             self.verdict_from_scores(
                 scores, steering=steering, cost=Cost(forward_passes=passes[index]), covered=covered
             )
-            for index, ((scores, covered), (_, steering)) in enumerate(zip(final, cleaned, strict=True))
+            for index, ((scores, covered), (_, steering)) in enumerate(zip(results, cleaned, strict=True))
         ]

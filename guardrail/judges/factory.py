@@ -46,12 +46,13 @@ class PolicyJudge(Judge):
         rules = ", ".join(f"{rule.id}: {part.name}" for part in self.parts for rule in part.rules)
         return f"PolicyJudge({rules})"
 
-    def _judge(self, prompt: Prompt, response: str, *, partial: bool, explain: bool) -> Verdict:
-        return combine([p.judge(prompt, response, partial=partial, explain=explain) for p in self.parts], self.name)
+    def _judge(self, prompt: Prompt, response: str, *, partial: bool, explain: bool, judged: int) -> Verdict:
+        verdicts = [p.judge(prompt, response, partial=partial, explain=explain, judged=judged) for p in self.parts]
+        return combine(verdicts, self.name)
 
-    async def _ajudge(self, prompt: Prompt, response: str, *, partial: bool, explain: bool) -> Verdict:
+    async def _ajudge(self, prompt: Prompt, response: str, *, partial: bool, explain: bool, judged: int) -> Verdict:
         verdicts = await asyncio.gather(
-            *(p.ajudge(prompt, response, partial=partial, explain=explain) for p in self.parts)
+            *(p.ajudge(prompt, response, partial=partial, explain=explain, judged=judged) for p in self.parts)
         )
         return combine(list(verdicts), self.name)
 

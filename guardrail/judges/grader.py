@@ -25,6 +25,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from guardrail.errors import JudgeError
+from guardrail.judges.base import Prompt
 from guardrail.judges.embedding import EmbeddingJudge, _e5_encoder, head_path, sentence_prefixes
 from guardrail.judges.multilingual import ANSWER_CHARS
 from guardrail.judges.verdict import Verdict
@@ -72,7 +73,7 @@ class GraderJudge(EmbeddingJudge):
         # the answer one sentence back and the reading prefixes (e5 reads a long window: not every sentence end)
         return list(dict.fromkeys(p.rstrip() for p in sentence_prefixes(answer, 1) + reading_prefixes(answer)))
 
-    def judge_many(self, pairs: Sequence[tuple[str, str]], *, explain: bool = False) -> list[Verdict]:
-        verdicts = super().judge_many(pairs, explain=explain)
+    def _complete(self, pairs: Sequence[tuple[Prompt, str]], judged: Sequence[int]) -> list[Verdict]:
+        verdicts = super()._complete(pairs, judged)
         # every character was read (``reading_prefixes``), after steering removal
         return [replace(v, covered=(0, v.covered[1])) if v.covered else v for v in verdicts]

@@ -55,7 +55,7 @@ class PatternJudge(Judge):
             ) from None
         return sorted(found)
 
-    def _judge(self, prompt: Prompt, response: str, *, partial: bool, explain: bool) -> Verdict:
+    def _judge(self, prompt: Prompt, response: str, *, partial: bool, explain: bool, judged: int) -> Verdict:
         spans = self.spans(response)
         scores = {rule.id: 0.0 for rule in self.rules}
         for _, _, rule_id in spans:

@@ -136,7 +136,7 @@ class SelfEvalJudge(Judge):
 
     # ------------------------------------------------------------------------------------------ entry points
 
-    def _judge(self, prompt: Prompt, response: str, *, partial: bool, explain: bool) -> Verdict:
+    def _judge(self, prompt: Prompt, response: str, *, partial: bool, explain: bool, judged: int) -> Verdict:
         score: _Score = self.scorer.score
         conv, questions, steering = self._prepare(prompt, response, partial, self.rules)
         whole = self.verdict_from(questions, score(conv, questions), self.rules, steering)
@@ -148,10 +148,10 @@ class SelfEvalJudge(Judge):
             per_rule.append(self.verdict_from(questions, score(conv, questions), [rule], steering))
         return self.attributed(whole, per_rule)
 
-    async def _ajudge(self, prompt: Prompt, response: str, *, partial: bool, explain: bool) -> Verdict:
+    async def _ajudge(self, prompt: Prompt, response: str, *, partial: bool, explain: bool, judged: int) -> Verdict:
         ascore: _AScore | None = getattr(self.scorer, "ascore", None)
         if ascore is None:  # CPU-bound scorers run in a worker thread
-            return await super()._ajudge(prompt, response, partial=partial, explain=explain)
+            return await super()._ajudge(prompt, response, partial=partial, explain=explain, judged=judged)
         conv, questions, steering = self._prepare(prompt, response, partial, self.rules)
         whole = self.verdict_from(questions, await ascore(conv, questions), self.rules, steering)
         if not (explain and whole.violated and len(self.rules) > 1):

@@ -149,7 +149,7 @@ class StreamHeadJudge(Judge):
             cost=Cost(forward_passes=1, forward_tokens=forwarded),
         )
 
-    def _judge(self, prompt: Prompt, response: str, *, partial: bool, explain: bool) -> Verdict:
+    def _judge(self, prompt: Prompt, response: str, *, partial: bool, explain: bool, judged: int) -> Verdict:
         clean, steering = remove_judge_steering(response)
         probability, forwarded = self.scorer.score(conversation(prompt, clean)[:-1], clean)
         return self.verdict_from(probability, steering, forwarded)

@@ -15,13 +15,13 @@ from typing import Any
 from guardrail.judges.base import Judge, combine
 from guardrail.judges.factory import PolicyJudge
 from guardrail.judges.local_scorer import LocalScorer
-from guardrail.judges.memo import VerdictMemo
 from guardrail.judges.question import build_question
 from guardrail.judges.self_eval import SelfEvalJudge
 from guardrail.judges.stream_head import StreamHeadJudge
 from guardrail.judges.untrusted import remove_judge_steering
 from guardrail.judges.verdict import Verdict
 from guardrail.rewind.decoder import Branches, Decoder
+from guardrail.rewind.memo import VerdictMemo
 
 __all__ = ["TokenEvaluator"]
 
@@ -95,8 +95,10 @@ class TokenEvaluator:
         *,
         partial: bool = True,
         explain: bool = True,
+        judged: int = 0,
     ) -> list[Verdict]:
-        """One verdict for the trunk (``branches`` None) or one per branch row."""
+        """One verdict for the trunk (``branches`` None) or one per branch row (``judged``: characters of the
+        answer accepted before, see ``Judge.judge``)."""
         if branches is None:
             cache, pending = decoder.cache, [[decoder.ids[-1]]]
             responses = [decoder.generated]
@@ -123,7 +125,9 @@ class TokenEvaluator:
                 ]
             )
         for judge in self.text:
-            per_part.append([judge.judge(prompt, text, partial=partial, explain=explain) for text in texts])
+            per_part.append(
+                [judge.judge(prompt, text, partial=partial, explain=explain, judged=judged) for text in texts]
+            )
         verdicts = [combine([verdicts[row] for verdicts in per_part], "policy") for row in range(len(responses))]
         for key, verdict in zip(keys, verdicts, strict=True):
             self.memo.put(key, verdict)

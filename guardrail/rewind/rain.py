@@ -156,6 +156,7 @@ class RainSearch:
         base = len(decoder.ids)
         path = node.path()
         path_tokens = [t for n in path for t in n.tokens]
+        committed = len(decoder.text(decoder.generated))  # judged and committed: not judged again (Judge.judge)
         decoder.feed(path_tokens)
         try:
             extra = bool(node.children)
@@ -191,7 +192,9 @@ class RainSearch:
             before = [len(t) for t in branches.tokens]
             branches.grow(_ROLLOUT_MAX, Sampling(1.0), pause_on=self.phrase_ends)
             self.state.completion_tokens += sum(len(t) for t in branches.tokens) - sum(before)
-            verdicts = self.evaluator.evaluate(decoder, self.prompt, branches, partial=not all(branches.done))
+            verdicts = self.evaluator.evaluate(
+                decoder, self.prompt, branches, partial=not all(branches.done), judged=committed
+            )
             for verdict in verdicts:
                 self.state.judge_cost = self.state.judge_cost + verdict.cost
             values = [self._value(verdict) for verdict in verdicts]
@@ -303,7 +306,8 @@ class RainSearch:
             start = len(decoder.ids)
             decoder.feed(child.tokens)
             partial = not child.terminal and len(decoder.generated) < max_new
-            verdict = self.evaluator.evaluate(decoder, self.prompt, partial=partial)[0]
+            judged = len(decoder.text(decoder.ids[decoder.prompt_len : start]))  # committed before
+            verdict = self.evaluator.evaluate(decoder, self.prompt, partial=partial, judged=judged)[0]
             yield state.verdict(verdict, partial=partial)
             if verdict.violated:
                 decision = decide(self.policy, verdict, state.budget)

@@ -26,9 +26,9 @@ from guardrail.backends.base import Chunk, GenerationParams, Message, StreamingB
 from guardrail.errors import BackendError
 from guardrail.events import Event, FallbackEvent, TextEvent
 from guardrail.judges.base import Judge
-from guardrail.judges.memo import VerdictMemo
 from guardrail.judges.verdict import Verdict
 from guardrail.policy import Policy
+from guardrail.rewind.memo import VerdictMemo
 from guardrail.rewind.request import Request, RunState
 from guardrail.sentence import SentenceBuffer
 from guardrail.tool_calls import ToolArgumentCheck, merge_tool_calls, redact_argument
@@ -238,7 +238,7 @@ class SentenceRewind:
                 else:
                     looked, after = (0, "") if item.last else ahead.after(item)
                     verdict, continuation = await self._judge_unit(
-                        request, state, memo, response, after, looked, item.last
+                        request, state, memo, response, after, looked, item.last, len(response) - len(item.text)
                     )
                 yield state.verdict(verdict, partial=not item.last, lookahead=looked)
                 if not verdict.violated:
@@ -267,11 +267,14 @@ class SentenceRewind:
             with contextlib.suppress(asyncio.CancelledError, BackendError):
                 await producer
 
-    async def _judged(self, request: Request, memo: VerdictMemo[tuple[str, bool]], text: str, partial: bool) -> Verdict:
-        """The judge's verdict on ``text``, or the one it gave on the same text before (free)."""
+    async def _judged(
+        self, request: Request, memo: VerdictMemo[tuple[str, bool]], text: str, partial: bool, judged: int = 0
+    ) -> Verdict:
+        """The judge's verdict on ``text`` (its first ``judged`` characters accepted before: ``Judge.judge``), or
+        the one it gave on the same text before (free)."""
         verdict = memo.get((text, partial))
         if verdict is None:
-            verdict = await self.judge.ajudge(request.messages, text, partial=partial, explain=True)
+            verdict = await self.judge.ajudge(request.messages, text, partial=partial, explain=True, judged=judged)
             memo.put((text, partial), verdict)
         return verdict
 
@@ -284,9 +287,11 @@ class SentenceRewind:
         after: str,
         looked: int,
         last: bool,
+        judged: int,
     ) -> tuple[Verdict, str]:
         """The verdict on a unit (``response`` ends with it, ``after`` is its look-ahead of ``looked`` tokens),
-        and the look-ahead text when the trajectory's verdict decided ('' when the unit's own did).
+        and the look-ahead text when the trajectory's verdict decided ('' when the unit's own did); the units
+        before it (``judged`` characters) were accepted.
 
         With a look-ahead, the unit is judged alone and with the continuation that follows it (both at once;
         the unit alone is usually remembered: an earlier unit's look-ahead ended where this unit ends):
@@ -296,7 +301,7 @@ class SentenceRewind:
         score. Ladder steps that act on the unit's own text (redact, flag) go by the verdict on it alone."""
         try:
             if not after:
-                return await self._judged(request, memo, response, not last), ""
+                return await self._judged(request, memo, response, not last, judged), ""
             alone, trajectory = await asyncio.gather(
                 self._judged(request, memo, response, True), self._judged(request, memo, response + after, True)
             )

@@ -98,7 +98,7 @@ class TokenRewind:
             new = decoder.generate(max(0, min(wanted, max_new - len(decoder.generated))), sampling)
             state.completion_tokens += len(new)
             partial = not ended()
-            verdict = self._judge_chunk(decoder, evaluator, prompt, state, unit_end(start), partial)
+            verdict = self._judge_chunk(decoder, evaluator, prompt, state, start, unit_end(start), partial)
             yield state.verdict(verdict, partial=partial, lookahead=len(decoder.ids) - unit_end(start))
             while verdict.violated:
                 decision = decide(self.policy, verdict, state.budget)
@@ -138,11 +138,13 @@ class TokenRewind:
                 grown = sum(len(t) for t in branches.tokens)
                 state.completion_tokens += grown
                 finished = [row for row in range(branches.rows) if branches.done[row]]
-                verdicts = evaluator.evaluate(decoder, prompt, branches, partial=not finished)
+                verdicts = evaluator.evaluate(
+                    decoder, prompt, branches, partial=not finished, judged=len(decoder.text(decoder.generated))
+                )
                 best = _choose(branches, verdicts)
                 state.budget.extra_tokens += grown - len(branches.tokens[best])
                 decoder.adopt(branches, best)  # its verdict with the look-ahead is remembered: judged again free
-                verdict = self._judge_chunk(decoder, evaluator, prompt, state, unit_end(start), not ended())
+                verdict = self._judge_chunk(decoder, evaluator, prompt, state, start, unit_end(start), not ended())
                 yield state.verdict(verdict, partial=not ended(), lookahead=len(decoder.ids) - unit_end(start))
             state.budget.progress()
             marks.append(unit_end(start))
@@ -159,14 +161,23 @@ class TokenRewind:
             yield TextEvent(emitter.delta(decoder.generated, final=True))
 
     def _judge_chunk(
-        self, decoder: Decoder, evaluator: TokenEvaluator, prompt: str, state: RunState, end: int, partial: bool
+        self,
+        decoder: Decoder,
+        evaluator: TokenEvaluator,
+        prompt: str,
+        state: RunState,
+        start: int,
+        end: int,
+        partial: bool,
     ) -> Verdict:
-        """The verdict on the trunk's chunk that ends at ``end``. With look-ahead tokens after it, the chunk is
-        judged with them (a trajectory that violates rejects the chunk) and alone (cropped to ``end``, judged,
-        the look-ahead fed back on the cache): text after a chunk could lower its score, so the guard is never
-        weaker than without a look-ahead. The verdict not returned is counted in the judge's cost."""
+        """The verdict on the trunk's chunk from ``start`` (the chunks before it accepted) to ``end``. With
+        look-ahead tokens after it, the chunk is judged with them (a trajectory that violates rejects the chunk)
+        and alone (cropped to ``end``, judged, the look-ahead fed back on the cache): text after a chunk could
+        lower its score, so the guard is never weaker than without a look-ahead. The verdict not returned is
+        counted in the judge's cost."""
         tokens = len(decoder.ids) - end
-        trajectory = evaluator.evaluate(decoder, prompt, partial=partial)[0]
+        judged = len(decoder.text(decoder.ids[decoder.prompt_len : start]))
+        trajectory = evaluator.evaluate(decoder, prompt, partial=partial, judged=judged)[0]
         if not tokens:
             return trajectory
         verdict = lookahead_verdict(self.policy, state.budget, None, trajectory, tokens)

@@ -1,10 +1,8 @@
-"""Verdicts remembered: a text judged once is not judged again.
+"""Verdicts remembered within one request: a text judged once is not judged again.
 
 Both rewind strategies judge a unit with its look-ahead and, later, the unit that the look-ahead reached on
 its own: the same text (the same token ids) twice. The second time the remembered verdict is given back at
 no cost (its cost was counted when it was made), so judge cost and judge calls count each judgement once.
-The embedding judge keeps one across requests for the partial answers it scored (a stream's units), which
-its verdict on the complete answer scores again (``EmbeddingJudge.judge_many``).
 """
 
 from __future__ import annotations
