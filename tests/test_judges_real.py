@@ -148,7 +148,7 @@ def test_text_of_any_length_after_an_answer_cannot_lower_its_score(embedding_jud
     base, steered = embedding_judge.judge_many([(question, HARMFUL), (question, HARMFUL + note)])
     assert base.violated and steered.violated and not steered.steering
     assert steered.score >= base.score - 1e-5, (base.score, steered.score)
-    assert steered.cost.forward_passes >= 1 + 5  # the whole answer, and five earlier sentence ends
+    assert steered.cost.forward_passes == 1 + 6  # the whole answer (one window) and its six earlier sentence ends
 
 
 def test_a_streamed_answer_is_not_scored_again_when_complete(embedding_judge: EmbeddingJudge) -> None:
