@@ -8,20 +8,22 @@
 For each judge and set: ROC-AUC, F1 / precision / recall / false-violation rate at the shipped threshold (the
 policy's, 0.5), and for our validation split F1 at 25 / 50 / 100 % of each answer (a prefix of an unsafe answer
 keeps its label: strict). Pairs/s is measured on whole answers on this machine (2 cores in CI), model loading
-excluded; units/s on those prefixes, judged as the guard judges a streaming unit (the question and the answer's
-last window, one call each). The embedding head was trained and its threshold chosen on the training split only
-(benchmarks/judge_data.py); eval/ is read here and nowhere else. ``self`` is self-evaluation by the embedded
-SmolLM2-135M (slow and near chance), on a stratified sample; ``stream`` is the stream head on that model's
-hidden states (one forward of the whole chat per pair here), on a stratified sample too. ``grader`` is the
-independent grader (guardrail/judges/grader.py), trained on our validation split's questions: its validation
-row is its own held-out part of that split (sha256 % 25 == 0). "no question": the validation answers with the
-question blanked (texts judged on their own, as in the moderation and ToxicChat rows). Writes a JSON report
-with --out.
+excluded; units/s on those prefixes, judged as the guard judges a streaming unit (the question and the answer's last
+window, one call each), and units_per_s_concurrent on the 50 % ones asked all at once (concurrent streams: the
+judge's worker batches them; concurrent_max_diff, how far a score moved beside others). The embedding head was
+trained and its threshold chosen on the training split only (benchmarks/judge_data.py); eval/ is read here and
+nowhere else. ``self`` is self-evaluation by the embedded SmolLM2-135M (slow and near chance), on a stratified
+sample; ``stream`` is the stream head on that model's hidden states (one forward of the whole chat per pair here),
+on a stratified sample too. ``grader`` is the independent grader (guardrail/judges/grader.py), trained on our
+validation split's questions: its validation row is its own held-out part of that split (sha256 % 25 == 0). "no
+question": the validation answers with the question blanked (texts judged on their own, as in the moderation and
+ToxicChat rows). Writes a JSON report with --out.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import random
 import sys
@@ -84,8 +86,19 @@ def measure(judge: Any, rows: list[dict[str, Any]], threshold: float, *, prefixe
             result[f"f1_prefix_{int(fraction * 100)}"] = round(f1_at(labels, partial_scores, threshold), 4)
         # a streaming unit: the question and the answer's last window, one call each (what the guard pays per unit)
         result["units_per_s"] = round(units / unit_s, 1)
+        # the same 50 % units asked all at once, as concurrent streams ask: the judge's worker batches them
+        started = time.perf_counter()
+        batched = asyncio.run(_all_at_once(judge, partial))
+        result["units_per_s_concurrent"] = round(len(partial) / (time.perf_counter() - started), 1)
+        # how far a unit's score moved when judged beside others (0.0 for the embedding judge: exact batches)
+        result["concurrent_max_diff"] = max(abs(a - b) for a, b in zip(batched, partial_scores, strict=True))
         result["f1_prefix_100"] = result["f1"]
     return result
+
+
+async def _all_at_once(judge: Any, pairs: list[tuple[str, str]]) -> list[float]:
+    verdicts = await asyncio.gather(*(judge.ajudge(q, a, partial=True) for q, a in pairs))
+    return [v.score for v in verdicts]
 
 
 def main() -> None:
