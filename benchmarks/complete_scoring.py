@@ -39,10 +39,9 @@ from judge_data import HELD_OUT_STEERING, PARAPHRASED_STEERING  # noqa: E402
 from safetensors.torch import load_file  # noqa: E402
 from train_embedding_head import FEATURE_CACHE, FeatureCache  # noqa: E402
 
-from guardrail.judges.embedding import CrossEncoder, head_module, head_path  # noqa: E402
+from guardrail.judges.embedding import CrossEncoder, head_module, head_path, sentence_prefixes  # noqa: E402
 from guardrail.judges.metrics import f1_at, false_violation_rate, roc_auc  # noqa: E402
 from guardrail.judges.untrusted import remove_judge_steering  # noqa: E402
-from guardrail.sentence import split_sentences  # noqa: E402
 
 Variant = Callable[[str, list[int]], list[int]]
 VARIANTS: dict[str, Variant] = {
@@ -56,12 +55,8 @@ VARIANTS: dict[str, Variant] = {
 
 
 def sentence_ends(answer: str) -> list[int]:
-    """Where the answer's sentences end, the last one (the answer's end) left out."""
-    ends, position = [], 0
-    for unit in split_sentences(answer)[:-1]:
-        position += len(unit)
-        ends.append(position)
-    return ends
+    """Where the answer's sentences end, first to last, the answer's end left out: the judge's own prefixes."""
+    return [len(prefix) for prefix in reversed(sentence_prefixes(answer))]
 
 
 class Scored:

@@ -48,7 +48,8 @@ FEATURE_CACHE = (Path.home() / ".cache" / "guardrail-rewind" / "head_features"
 
 class FeatureCache:
     """Every pair's window features, kept on disk between runs (a window's features are a function of its own
-    text: the int8 encoder reads one window per call), so a retrain with a few new rows encodes only those."""
+    text: the int8 encoder gives a window the same bits alone or in any batch, guardrail/judges/int8.py), so a
+    retrain with a few new rows encodes only those."""
 
     def __init__(self, path: Path | None) -> None:
         self.path = path

@@ -98,7 +98,8 @@ class TokenRewind:
             new = decoder.generate(max(0, min(wanted, max_new - len(decoder.generated))), sampling)
             state.completion_tokens += len(new)
             partial = not ended()
-            verdict = self._judge_chunk(decoder, evaluator, prompt, state, start, unit_end(start), partial)
+            accepted = len(decoder.text(decoder.ids[decoder.prompt_len : start]))  # judged before: not again
+            verdict = self._judge_chunk(decoder, evaluator, prompt, state, start, unit_end(start), partial, accepted)
             yield state.verdict(verdict, partial=partial, lookahead=len(decoder.ids) - unit_end(start))
             while verdict.violated:
                 decision = decide(self.policy, verdict, state.budget)
@@ -138,13 +139,14 @@ class TokenRewind:
                 grown = sum(len(t) for t in branches.tokens)
                 state.completion_tokens += grown
                 finished = [row for row in range(branches.rows) if branches.done[row]]
-                verdicts = evaluator.evaluate(
-                    decoder, prompt, branches, partial=not finished, judged=len(decoder.text(decoder.generated))
-                )
+                accepted = len(decoder.text(decoder.generated))
+                verdicts = evaluator.evaluate(decoder, prompt, branches, partial=not finished, judged=accepted)
                 best = _choose(branches, verdicts)
                 state.budget.extra_tokens += grown - len(branches.tokens[best])
                 decoder.adopt(branches, best)  # its verdict with the look-ahead is remembered: judged again free
-                verdict = self._judge_chunk(decoder, evaluator, prompt, state, start, unit_end(start), not ended())
+                verdict = self._judge_chunk(
+                    decoder, evaluator, prompt, state, start, unit_end(start), not ended(), accepted
+                )
                 yield state.verdict(verdict, partial=not ended(), lookahead=len(decoder.ids) - unit_end(start))
             state.budget.progress()
             marks.append(unit_end(start))
@@ -169,14 +171,14 @@ class TokenRewind:
         start: int,
         end: int,
         partial: bool,
+        judged: int,
     ) -> Verdict:
         """The verdict on the trunk's chunk from ``start`` (the chunks before it accepted) to ``end``. With
         look-ahead tokens after it, the chunk is judged with them (a trajectory that violates rejects the chunk)
         and alone (cropped to ``end``, judged, the look-ahead fed back on the cache): text after a chunk could
         lower its score, so the guard is never weaker than without a look-ahead. The verdict not returned is
-        counted in the judge's cost."""
+        counted in the judge's cost. ``judged``: the characters before ``start``, accepted (not judged again)."""
         tokens = len(decoder.ids) - end
-        judged = len(decoder.text(decoder.ids[decoder.prompt_len : start]))
         trajectory = evaluator.evaluate(decoder, prompt, partial=partial, judged=judged)[0]
         if not tokens:
             return trajectory
