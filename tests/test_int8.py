@@ -92,3 +92,15 @@ def test_without_a_quantized_engine_the_encoder_stays_float(monkeypatch: Any) ->
     model, context = quantized_bert()
     rows = [[2, 5, 9, 11, 3]]
     assert torch.equal(encode(model, context, rows), encode(tiny_bert(), Int8Context(), rows))
+
+
+def test_windows_are_batched_with_similar_lengths() -> None:
+    from guardrail.judges.embedding import _similar_lengths
+
+    lengths = [200, 30, 31, 250, 32, 33, 34, 35]
+    batches = _similar_lengths(lengths, batch_size=3)
+    assert sorted(i for b in batches for i in b) == list(range(len(lengths)))  # every window once
+    assert batches == [[1, 2, 4], [5, 6, 7], [0, 3]]  # shortest first, at most 3, no 30 padded to 200
+    for batch in batches:
+        widest = max(lengths[i] for i in batch)
+        assert widest * len(batch) <= 1.25 * sum(lengths[i] for i in batch)

@@ -161,11 +161,10 @@ class CrossEncoder:
             self.tokenizer, list(pairs), max_length=self.max_length, max_question=self.max_question,
             last_only=last_only,
         )  # fmt: skip
-        order = sorted(range(len(wins)), key=lambda i: len(wins[i].input_ids))
         out: list[Any] = [None] * len(wins)
         with self._lock, torch.inference_mode():
-            for start in range(0, len(order), batch_size):
-                chunk = [wins[i] for i in order[start : start + batch_size]]
+            for indices in _similar_lengths([len(w.input_ids) for w in wins], batch_size):
+                chunk = [wins[i] for i in indices]
                 width = max(len(w.input_ids) for w in chunk)
                 ids = torch.zeros(len(chunk), width, dtype=torch.long)
                 types, mask = torch.zeros_like(ids), torch.zeros_like(ids)
@@ -182,8 +181,8 @@ class CrossEncoder:
                     pooled = torch.cat([self.pool(h, mask) for h in layers], dim=-1)
                 else:
                     pooled = self.pool(result.last_hidden_state, mask)
-                for row in range(len(chunk)):
-                    out[order[start + row]] = pooled[row]
+                for row, index in enumerate(indices):
+                    out[index] = pooled[row]
         return (torch.stack(out) if out else torch.empty(0)), wins
 
     def scores(
@@ -224,6 +223,24 @@ class CrossEncoder:
                 with self._int8.batch(batch["attention_mask"]):
                     pooled.append(self.pool(self.model(**batch).last_hidden_state, batch["attention_mask"]))
         return torch.nn.functional.normalize(torch.cat(pooled), dim=-1)
+
+
+def _similar_lengths(lengths: Sequence[int], batch_size: int, waste: float = 0.25) -> list[list[int]]:
+    """Indices grouped into batches of at most ``batch_size``, shortest first, a batch closed before padding
+    would exceed ``waste`` of its tokens: padding costs the encoder's token-wise layers, and any grouping
+    gives the same features (``int8``)."""
+    batches: list[list[int]] = []
+    tokens = 0
+    for index in sorted(range(len(lengths)), key=lambda i: lengths[i]):
+        batch = batches[-1] if batches else []
+        padded = lengths[index] * (len(batch) + 1)  # sorted: this one is the longest so far
+        if not batch or len(batch) >= batch_size or padded > (1 + waste) * (tokens + lengths[index]):
+            batches.append([index])
+            tokens = lengths[index]
+        else:
+            batch.append(index)
+            tokens += lengths[index]
+    return batches
 
 
 def sentence_prefixes(answer: str, back: int | None = None) -> list[str]:
