@@ -104,3 +104,17 @@ def test_windows_are_batched_with_similar_lengths() -> None:
     for batch in batches:
         widest = max(lengths[i] for i in batch)
         assert widest * len(batch) <= 1.25 * sum(lengths[i] for i in batch)
+
+
+def test_a_padded_batch_encoded_outside_the_context_still_masks_its_padding() -> None:
+    model, context = quantized_bert()
+    rows = [[2, 5, 9, 11, 3], list(range(4, 60))]
+    ids = torch.zeros(2, 56, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for i, r in enumerate(rows):
+        ids[i, : len(r)], mask[i, : len(r)] = torch.tensor(r), 1
+    with torch.inference_mode():  # no ``context.batch``: one activation scale for the call, the mask still holds
+        masked = model(input_ids=ids, attention_mask=mask).last_hidden_state[0, :5].mean(0)
+        unmasked = model(input_ids=ids, attention_mask=torch.ones_like(ids)).last_hidden_state[0, :5].mean(0)
+    alone = encode(model, context, [rows[0]])[0]
+    assert (masked - alone).norm() < 0.3 * (unmasked - alone).norm()  # quantization noise, not padding

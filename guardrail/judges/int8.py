@@ -43,17 +43,17 @@ class Int8Context:
             self.lengths = None
 
     def rows(self, batch: int, tokens: int) -> list[int] | None:
-        """Each row's real length, to run the rows one by one (None: one sequence, all of it real)."""
+        """Each row's real length (None: not encoding a batch of this shape through ``batch``)."""
         lengths = self.lengths
-        if batch == 1 and (lengths is None or lengths == [tokens]):
-            return None
-        return lengths if lengths is not None and len(lengths) == batch else [tokens] * batch
+        if lengths is None and batch == 1:
+            return [tokens]
+        return lengths if lengths is not None and len(lengths) == batch else None
 
 
 def _rows_forward(forward: Any, context: Int8Context, x: Any) -> Any:
     """A quantized linear layer's ``forward`` run on each sequence's real tokens on its own."""
     lengths = context.rows(x.shape[0], x.shape[1]) if x.dim() == 3 else None
-    if lengths is None:
+    if lengths is None or lengths == [x.shape[1]]:  # one whole sequence, or a batch the caller did not describe
         return forward(x)
     out = None
     for row, length in enumerate(lengths):
@@ -75,7 +75,12 @@ def row_attention(
 
     batch, tokens = query.shape[0], query.shape[2]
     contexts = [child.row_context for child in module.children() if hasattr(child, "row_context")]
-    lengths = (contexts[0].rows(batch, tokens) if contexts else None) or [tokens] * batch
+    lengths = contexts[0].rows(batch, tokens) if contexts else None
+    if lengths is None:  # a batch encoded outside ``Int8Context.batch``: transformers' mask, as sdpa does
+        out = torch.nn.functional.scaled_dot_product_attention(
+            query, key, value, attn_mask=attention_mask, scale=scaling
+        )
+        return out.transpose(1, 2).contiguous(), None
     out = query.new_zeros(batch, tokens, query.shape[1], value.shape[-1])
     for row, length in enumerate(lengths):
         piece = torch.nn.functional.scaled_dot_product_attention(
@@ -88,9 +93,8 @@ def row_attention(
 
 def quantize(model: Any, context: Int8Context) -> Any:
     """``model`` with its ``nn.Linear`` layers dynamically quantized to int8 and run row by row (each has a
-    ``row_context``),
-    and its attention ``row_attention`` where it takes transformers' attention functions. Where torch has no
-    quantized engine (or no eager quantization any more) the model stays in float32, unchanged."""
+    ``row_context``), and its attention ``row_attention`` where it takes transformers' attention functions.
+    Where torch has no quantized engine (or no eager quantization any more) the model stays float32, as it was."""
     import torch
 
     quantization = getattr(getattr(torch, "ao", None), "quantization", None)
@@ -108,8 +112,10 @@ def quantize(model: Any, context: Int8Context) -> Any:
             setattr(layer, "row_context", context)  # noqa: B010
     config = getattr(quantized, "config", None)
     if config is not None and hasattr(config, "_attn_implementation"):
-        from transformers import AttentionInterface
+        from transformers import AttentionInterface, AttentionMaskInterface
+        from transformers.masking_utils import sdpa_mask
 
         AttentionInterface.register(ATTENTION, row_attention)
+        AttentionMaskInterface.register(ATTENTION, sdpa_mask)  # masks as sdpa takes them (used outside ``batch``)
         config._attn_implementation = ATTENTION
     return quantized
