@@ -59,8 +59,9 @@ def _rows_forward(forward: Any, context: Int8Context, x: Any) -> Any:
     for row, length in enumerate(lengths):
         piece = forward(x[row, :length])
         if out is None:
-            out = x.new_zeros(x.shape[0], x.shape[1], piece.shape[-1])
+            out = x.new_empty(x.shape[0], x.shape[1], piece.shape[-1])
         out[row, :length] = piece
+        out[row, length:] = 0  # padding: finite, never read by a real token
     return out
 
 
@@ -81,8 +82,9 @@ def row_attention(
             query, key, value, attn_mask=attention_mask, scale=scaling
         )
         return out.transpose(1, 2).contiguous(), None
-    out = query.new_zeros(batch, tokens, query.shape[1], value.shape[-1])
+    out = query.new_empty(batch, tokens, query.shape[1], value.shape[-1])
     for row, length in enumerate(lengths):
+        out[row, length:] = 0
         piece = torch.nn.functional.scaled_dot_product_attention(
             query[row : row + 1, :, :length], key[row : row + 1, :, :length], value[row : row + 1, :, :length],
             scale=scaling,
