@@ -159,7 +159,7 @@ def data_meta(args: argparse.Namespace, train: list[dict[str, Any]], examples: l
             "sources": "safety_responses_dev.jsonl (TrustLLM, GPT-4 labels); train_extra: gptfuzz_labeled (human), "
             "purdue_jailbreak_manual (human), jbb_artifacts_judged (model judge, weight 0.5), benign_instruct "
             "(0 by construction); benchmarks/data/alarming_train.jsonl (alarming-word pairs, safe and harmful) with "
-            f"weight {args.alarming_weight} (0: left out; sets: {args.alarming_sets or 'all'}); "
+            f"weight {args.alarming_weight} (0: left out; sets: {', '.join(args.alarming_sets)}); "
             f"benchmarks/data/abuse_pairs.jsonl with weight "
             f"{args.abuse_weight}; AdvBench prompts left out; ../shared/data/eval/ never used",
             "train_answers_by_source": counts,
