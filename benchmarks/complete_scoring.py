@@ -12,9 +12,11 @@ highest score. Variants: ``whole`` (no earlier end), ``one`` (one sentence back:
 F1 and false violations at 0.5 on our validation split (3,598 answers; never eval/), and the steering gate of
 ``tests/security/test_steering.py`` (held-out attacks appended to the flagged ones of the first 60 unsafe
 TrustLLM validation answers: flips at 0.5, mean shift). With ``--thresholds``: the ``every`` variant at other
-thresholds, with F1 at 25 / 50 % of each answer (a stream's units), the probe of 12 short harmful answers and the
-alarming-word pairs' validation questions. Window features come from the training script's on-disk cache
-(~/.cache/guardrail-rewind/head_features/: the first run encodes what is missing, ~10 min on 2 cores), so heads
+thresholds, with F1 at 25 / 50 % of each answer (a stream's units), the probe of 12 short harmful answers, the
+alarming-word pairs' validation questions and the hold-out of the embedded model's own answers to alarming-word
+questions (``judge_data.chat_rows``: a safe answer flagged at any sentence end is one `guardrail chat` rewinds).
+Window features come from the training script's on-disk cache (~/.cache/guardrail-rewind/head_features/: the
+first run encodes what is missing, ~10 min on 2 cores), so heads
 and variants are compared on the same features in seconds; the scores are the judge's (same encoder, windows,
 steering removal, head).
 """
@@ -116,6 +118,8 @@ def main() -> None:
         alarming = [r for r in judge_data.alarming_rows() if judge_data.in_validation_split(r["question"])]
         sets["probe"] = Scored(cache, encoder, [(r["question"], r["answer"]) for r in probe])
         sets["alarming"] = Scored(cache, encoder, [(r["question"], r["answer"]) for r in alarming])
+        chat = [r for r in judge_data.chat_rows() if judge_data.in_chat_holdout(r["question"])]
+        sets["chat"] = Scored(cache, encoder, [(r["question"], r["answer"]) for r in chat])
         partial = {
             f: cache.features(encoder, [(r["question"], judge_data.prefix(r["answer"], f)) for r in validation],
                               last_only=True)
@@ -160,7 +164,15 @@ def main() -> None:
                 f"{sum(s >= threshold for s in harmful)} of {len(harmful)}, "
                 f"flagged {sum(s >= threshold for s in safe)} of {len(safe)}"
             )
-            print(f"{label:12} every @ {threshold:.2f} validation {quality} | {probes} | gate {flips} of {pairs}")
+            chat_scores = sets["chat"].scores(head, "every")
+            chat_harmful = [s for r, s in zip(chat, chat_scores, strict=True) if r["unsafe"]]
+            chat_safe = [s for r, s in zip(chat, chat_scores, strict=True) if not r["unsafe"]]
+            chats = (
+                f"chat hold-out: safe flagged {sum(s >= threshold for s in chat_safe)} of {len(chat_safe)}, "
+                f"harmful caught {sum(s >= threshold for s in chat_harmful)} of {len(chat_harmful)}"
+            )
+            print(f"{label:12} every @ {threshold:.2f} validation {quality} | {probes} | gate {flips} of {pairs} | "
+                  f"{chats}", flush=True)  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -6,7 +6,9 @@ Used by scripts/train_embedding_head.py (training and choosing) and benchmarks/j
   ../shared/data/train_extra/ (GPTFuzz and Purdue: human labels; JailbreakBench: a model judge's silver labels,
   weight 0.5; benign instructions: 0 by construction); benchmarks/data/alarming_train.jsonl (questions with
   alarming words, written for this project: safe answers where the word is harmless, short direct harmful
-  answers where it is not; labels by construction) only when asked for.
+  answers where it is not; labels by construction) and benchmarks/data/chat_alarming.jsonl (the embedded model's
+  own answers to alarming-word questions written for this project; labels by construction and by reading; two
+  folds in five held out, ``in_chat_holdout``) only when asked for.
   Rows whose prompt is an AdvBench behaviour (``in_advbench``) are left out: AdvBench is the red-team set of
   our rewind benchmarks.
 - Our validation split: questions whose sha256 % 5 == 0 (``in_validation_split``), in every source, so a
@@ -32,7 +34,9 @@ __all__ = [
     "TRAIN_STEERING",
     "abuse_rows",
     "alarming_rows",
+    "chat_rows",
     "eval_sets",
+    "in_chat_holdout",
     "in_validation_split",
     "load_training_rows",
     "multilingual_sets",
@@ -111,10 +115,12 @@ def load_training_rows(
     alarming_sets: list[str] | None = None,
     abuse_weight: float = 0.0,
     multilingual_weight: float = 0.0,
+    chat_weight: float = 0.0,
 ) -> list[dict[str, Any]]:
     """Every training row as {question, answer, unsafe, source, weight}; our alarming-word pairs
-    (``alarming_rows``), abuse pairs (``abuse_rows``) and Korean / Chinese pairs (``multilingual_train_rows``)
-    join with their weight when it is above 0."""
+    (``alarming_rows``), abuse pairs (``abuse_rows``), Korean / Chinese pairs (``multilingual_train_rows``) and
+    the embedded model's own answers to alarming-word questions (``chat_rows``, their hold-out left out) join
+    with their weight when it is above 0."""
     rows: list[dict[str, Any]] = []
     for r in _jsonl(shared / "safety_responses_dev.jsonl"):
         rows.append({"question": r["question"], "answer": r["answer"], "unsafe": int(r["label"] == "unsafe"),
@@ -133,7 +139,38 @@ def load_training_rows(
         rows += [{**row, "weight": abuse_weight} for row in abuse_rows()]
     if multilingual_weight > 0:
         rows += [{**row, "weight": multilingual_weight} for row in multilingual_train_rows()]
+    if chat_weight > 0:
+        rows += [{**row, "weight": chat_weight} for row in chat_rows() if not in_chat_holdout(row["question"])]
     return rows
+
+
+#: the chat answers' hold-out: two folds in five (``in_chat_holdout``), not one, so that a point of false
+#: violations on safe chat answers can be measured
+CHAT_HOLDOUT_FOLDS = (0, 1)
+
+
+def in_chat_holdout(question: str) -> bool:
+    """The questions of ``chat_rows`` never trained on: sha256 % 5 in (0, 1). They stay out of our validation
+    split too (which keeps its 3,598 answers of the other sources, comparable with every head before) and are
+    measured on their own (benchmarks/complete_scoring.py)."""
+    import hashlib
+
+    return int(hashlib.sha256(question.encode("utf-8")).hexdigest(), 16) % 5 in CHAT_HOLDOUT_FOLDS
+
+
+def chat_rows() -> list[dict[str, Any]]:
+    """The embedded model's own answers (SmolLM2-135M-Instruct, benchmarks/data/chat_alarming.jsonl) to questions
+    with alarming words written for this project: what `guardrail chat`'s guard judges, unit by unit. Safe
+    questions (homonyms, figurative speech, safe targets, games and fiction, definitions, history, public
+    figures, safety advice, nonsense discrimination): every answer is safe whatever its quality (a 135M model's
+    answer to "how do I kill a frozen app" is often wrong, never harmful), checked by reading. Harmful questions
+    in the same words: answers greedy and with a compliance prefill, labelled by reading each (``label_note``);
+    refusals and harmless evasions are safe. None of the questions is from eval/."""
+    return [
+        {"question": r["question"], "answer": r["answer"], "unsafe": r["unsafe"], "source": "chat_alarming",
+         "weight": 1.0}
+        for r in _jsonl(REPO / "benchmarks" / "data" / "chat_alarming.jsonl")
+    ]  # fmt: skip
 
 
 def alarming_rows(sets: list[str] | None = None) -> list[dict[str, Any]]:

@@ -42,6 +42,8 @@ from guardrail.judges import metrics, window  # noqa: E402
 from guardrail.judges.embedding import CrossEncoder  # noqa: E402
 
 POOLED_LAYERS = 2
+#: the chat answers (``--chat-weight``) are cut at up to this many sentence ends (a 160-token answer has ~6-10)
+CHAT_SENTENCE_ENDS = 12
 #: window features of every pair ever encoded for this head (MiniLM int8, last two layers, the judge's windows),
 #: per torch and weights version: the int8 rounding is torch's (fbgemm), and features of two versions never mix
 FEATURE_CACHE = (Path.home() / ".cache" / "guardrail-rewind" / "head_features"
@@ -161,7 +163,9 @@ def data_meta(args: argparse.Namespace, train: list[dict[str, Any]], examples: l
             "(0 by construction); benchmarks/data/alarming_train.jsonl (alarming-word pairs, safe and harmful) with "
             f"weight {args.alarming_weight} (0: left out; sets: {', '.join(args.alarming_sets)}); "
             f"benchmarks/data/abuse_pairs.jsonl with weight "
-            f"{args.abuse_weight}; AdvBench prompts left out; ../shared/data/eval/ never used",
+            f"{args.abuse_weight}; benchmarks/data/chat_alarming.jsonl (the embedded model's answers to "
+            f"alarming-word questions, its hold-out left out) with weight {args.chat_weight}; AdvBench prompts left "
+            "out; ../shared/data/eval/ never used",
             "train_answers_by_source": counts,
             "train_examples": len(examples),
             "prefixes": "25/50 % and the first "
@@ -237,6 +241,11 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
         "and harmful-v2 were tried and not shipped, docs/algorithms.md)",
     )  # fmt: skip
     parser.add_argument(
+        "--chat-weight", type=float, default=0.0,
+        help="weight of the embedded model's own answers to alarming-word questions, benchmarks/data/"
+        "chat_alarming.jsonl, trained whole and cut at every sentence end (0: left out; their hold-out never)",
+    )  # fmt: skip
+    parser.add_argument(
         "--abuse-weight", type=float, default=0.0,
         help="weight of our abuse pairs, benchmarks/data/abuse_pairs.jsonl (0: left out; tried and rejected)",
     )  # fmt: skip
@@ -265,6 +274,7 @@ def training_examples(
     rows = judge_data.load_training_rows(
         alarming_weight=args.alarming_weight, alarming_sets=args.alarming_sets, abuse_weight=args.abuse_weight,
         multilingual_weight=0.0 if grader else args.multilingual_weight,  # the grader never sees other languages
+        chat_weight=0.0 if grader else args.chat_weight,
     )  # fmt: skip
     random.Random(args.seed).shuffle(rows)
     folds = 5
@@ -278,6 +288,9 @@ def training_examples(
     answers = [r for r in train if r["source"] != "benign_instruct"]
     partial = judge_data.prefix_rows(answers, (0.25, 0.5), min_unsafe=args.min_unsafe)
     partial += judge_data.sentence_end_rows(answers, args.sentence_ends, min_unsafe=args.min_unsafe)
+    # the embedded model's answers are judged at every sentence end by chat's guard: train them there
+    chat = [r for r in answers if r["source"] == "chat_alarming"]
+    partial += judge_data.sentence_end_rows(chat, CHAT_SENTENCE_ENDS, min_unsafe=args.min_unsafe)
     examples = train + partial
     examples += judge_data.steered(examples, args.steer_share, judge_data.TRAIN_STEERING, seed=args.seed)
     examples += judge_data.without_question(examples, no_question_share, seed=args.seed + 1)  # not the steered draws

@@ -81,3 +81,33 @@ def test_sentence_end_rows_cut_where_a_streaming_guard_judges() -> None:
     assert [r["answer"].strip() for r in unsafe_rows] == [unsafe["answer"].rsplit(" Leave", 1)[0]]
     assert all(len(r["answer"]) >= len(unsafe["answer"]) / 2 for r in unsafe_rows)
     assert sentence_end_rows([safe], 0, min_unsafe=0.5) == []
+
+
+def test_chat_answers_train_outside_their_hold_out_and_at_every_sentence_end() -> None:
+    # the embedded model's answers (benchmarks/data/chat_alarming.jsonl): two folds in five never train, so the
+    # false rewinds they measure are on questions the head never saw; the rest train whole and at sentence ends
+    import argparse
+
+    from judge_data import chat_rows, in_chat_holdout, load_training_rows
+    from train_embedding_head import add_training_arguments, training_examples
+
+    rows = chat_rows()
+    held = {r["question"] for r in rows if in_chat_holdout(r["question"])}
+    assert len(rows) >= 600 and 0.3 < len(held) / len({r["question"] for r in rows}) < 0.5
+    assert {r["unsafe"] for r in rows} == {0, 1}
+    trained = [r for r in load_training_rows(chat_weight=2.0) if r["source"] == "chat_alarming"]
+    assert trained and not held & {r["question"] for r in trained} and {r["weight"] for r in trained} == {2.0}
+    assert not [r for r in load_training_rows() if r["source"] == "chat_alarming"]  # off unless asked for
+
+    parser = argparse.ArgumentParser()
+    add_training_arguments(parser)
+    _, val, examples = training_examples(parser.parse_args(["--chat-weight", "2"]))
+    assert not held & {r["question"] for r in val + examples}
+    cut = [r for r in examples if r["source"].startswith("chat_alarming@s") and "+steer" not in r["source"]]
+    safe_answer = next(r for r in trained if not r["unsafe"] and len(sentence_prefixes(r["answer"])) > 2)
+    assert [r for r in cut if r["question"] == safe_answer["question"] and not r["unsafe"]]
+    unsafe_cuts = [r for r in cut if r["unsafe"]]
+    assert unsafe_cuts
+    for r in unsafe_cuts:  # an unsafe answer's cuts hold at least half of it
+        whole = [t["answer"] for t in trained if t["unsafe"] and t["answer"].startswith(r["answer"])]
+        assert whole and len(r["answer"]) >= 0.5 * min(len(a) for a in whole)
