@@ -2,7 +2,7 @@
 first time, most of it the windows' features, which are then cached per pair under
 ~/.cache/guardrail-rewind/head_features/; a retrain after that takes 2-5 min).
 
-    .venv/bin/python scripts/train_embedding_head.py                 # writes guardrail/judges/heads/harmless.*
+    .venv/bin/python scripts/train_embedding_head.py --hidden 512 --ensemble 3  # guardrail/judges/heads/harmless.*
     .venv/bin/python scripts/train_embedding_head.py --limit 300 --epochs 2 --out /tmp/h.safetensors  # smoke run
     .venv/bin/python scripts/train_embedding_head.py --abuse-weight 2 --ensemble 3 --out /tmp/h.safetensors
 
@@ -241,9 +241,15 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
         "and harmful-v2 were tried and not shipped, docs/algorithms.md)",
     )  # fmt: skip
     parser.add_argument(
-        "--chat-weight", type=float, default=0.0,
+        "--then-threshold", type=float, default=0.6,
+        help="after calibrating 0.5 to the validation-F1-best threshold of whole answers, move 0.5 to this point of "
+        "that scale (chosen with complete answers scored at every sentence end, benchmarks/complete_scoring.py)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--chat-weight", type=float, default=2.0,
         help="weight of the embedded model's own answers to alarming-word questions, benchmarks/data/"
-        "chat_alarming.jsonl, trained whole and cut at every sentence end (0: left out; their hold-out never)",
+        "chat_alarming.jsonl, trained whole and cut at every sentence end (0: left out; their hold-out never; "
+        "default: the shipped head's)",
     )  # fmt: skip
     parser.add_argument(
         "--abuse-weight", type=float, default=0.0,
@@ -345,8 +351,9 @@ def main() -> None:
     head = best[1]
 
     _, threshold = metrics.best_f1(val_labels, validation_sets["whole"].probabilities(head))
-    with torch.no_grad():  # 0.5 becomes the validation-best threshold
-        head[2].bias -= math.log(threshold / (1 - threshold))
+    with torch.no_grad():  # 0.5 becomes the validation-best threshold (then, if asked, --then-threshold)
+        then = args.then_threshold
+        head[2].bias -= math.log(threshold / (1 - threshold)) + math.log(then / (1 - then))
     validation: dict[str, Any] = {
         name: report(scored.labels, scored.probabilities(head), 0.5) for name, scored in validation_sets.items()
     }
@@ -371,7 +378,8 @@ def main() -> None:
         "lora": None,
         "window": {"max_length": window.MAX_LENGTH, "max_question": window.MAX_QUESTION},
         **data_meta(args, train, examples),
-        "calibration": f"bias shifted so 0.5 = the validation-F1-best threshold ({threshold:.4f} before)",
+        "calibration": f"bias shifted so 0.5 = the validation-F1-best threshold ({threshold:.4f} before)"
+        + (f", then so 0.5 = {args.then_threshold} of that calibration" if args.then_threshold != 0.5 else ""),
         "hyperparameters": {k: v for k, v in vars(args).items() if k != "out"} | {"chosen_hidden": best[2]},
         "validation": validation,
     }

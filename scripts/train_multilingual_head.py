@@ -112,7 +112,7 @@ def main() -> None:
     add_training_arguments(parser)
     # the shipped multilingual head saw none of the English alarming pairs; apart, a text with no question was never
     # flagged until 10 % of examples were also trained with the question blanked (docs/algorithms.md)
-    parser.set_defaults(alarming_weight=0.0, no_question_share=0.1, multilingual_weight=2.0)
+    parser.set_defaults(alarming_weight=0.0, no_question_share=0.1, multilingual_weight=2.0, chat_weight=0.0)
     parser.add_argument(
         "--max-examples", type=int, default=9000, help="train on a random sample of this many examples (e5 is slow)"
     )
