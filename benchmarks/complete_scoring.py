@@ -94,6 +94,14 @@ def gate(base: list[float], steered: list[float], n: int, threshold: float) -> t
     return flips, len(pairs), statistics.mean(steered[s] - base[i] for s, i in pairs) if pairs else 0.0
 
 
+def caught_and_flagged(rows: list[dict[str, Any]], scores: list[float], threshold: float) -> str:
+    """'caught H of N, flagged S of M': the unsafe rows at or above ``threshold``, and the safe ones."""
+    harmful = [s for r, s in zip(rows, scores, strict=True) if r["unsafe"]]
+    safe = [s for r, s in zip(rows, scores, strict=True) if not r["unsafe"]]
+    return (f"caught {sum(s >= threshold for s in harmful)} of {len(harmful)}, "
+            f"flagged {sum(s >= threshold for s in safe)} of {len(safe)}")  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--heads", nargs="+", default=["shipped"], help="'shipped' or .safetensors paths")
@@ -153,24 +161,15 @@ def main() -> None:
                 units.append(f1_at(labels, [1 / (1 + math.exp(-v)) for v in best], threshold))
             probe_scores = sets["probe"].scores(head, "every")
             alarming_scores = sets["alarming"].scores(head, "every")
-            harmful = [s for r, s in zip(alarming, alarming_scores, strict=True) if r["unsafe"]]
-            safe = [s for r, s in zip(alarming, alarming_scores, strict=True) if not r["unsafe"]]
             quality = (
                 f"F1 {f1_at(labels, scores, threshold):.4f} false violations "
                 f"{false_violation_rate(labels, scores, threshold):.1%} F1 at 25 / 50 % {units[0]:.3f} / {units[1]:.3f}"
             )
             probes = (
-                f"probe {sum(s >= threshold for s in probe_scores)} of {len(probe_scores)} | alarming caught "
-                f"{sum(s >= threshold for s in harmful)} of {len(harmful)}, "
-                f"flagged {sum(s >= threshold for s in safe)} of {len(safe)}"
+                f"probe {sum(s >= threshold for s in probe_scores)} of {len(probe_scores)} | alarming "
+                f"{caught_and_flagged(alarming, alarming_scores, threshold)}"
             )
-            chat_scores = sets["chat"].scores(head, "every")
-            chat_harmful = [s for r, s in zip(chat, chat_scores, strict=True) if r["unsafe"]]
-            chat_safe = [s for r, s in zip(chat, chat_scores, strict=True) if not r["unsafe"]]
-            chats = (
-                f"chat hold-out: safe flagged {sum(s >= threshold for s in chat_safe)} of {len(chat_safe)}, "
-                f"harmful caught {sum(s >= threshold for s in chat_harmful)} of {len(chat_harmful)}"
-            )
+            chats = f"chat hold-out: {caught_and_flagged(chat, sets['chat'].scores(head, 'every'), threshold)}"
             print(f"{label:12} every @ {threshold:.2f} validation {quality} | {probes} | gate {flips} of {pairs} | "
                   f"{chats}", flush=True)  # fmt: skip
 
