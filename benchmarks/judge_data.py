@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from guardrail.judges.embedding import sentence_prefixes
-from guardrail.judges.metrics import in_validation_split
+from guardrail.judges.metrics import in_validation_split, question_fold
 
 __all__ = [
     "GRADER_FOLDS",
@@ -153,9 +153,7 @@ def in_chat_holdout(question: str) -> bool:
     """The questions of ``chat_rows`` never trained on: sha256 % 5 in (0, 1). They stay out of our validation
     split too (which keeps its 3,598 answers of the other sources, comparable with every head before) and are
     measured on their own (benchmarks/complete_scoring.py)."""
-    import hashlib
-
-    return int(hashlib.sha256(question.encode("utf-8")).hexdigest(), 16) % 5 in CHAT_HOLDOUT_FOLDS
+    return question_fold(question) in CHAT_HOLDOUT_FOLDS
 
 
 def chat_rows() -> list[dict[str, Any]]:
@@ -164,7 +162,7 @@ def chat_rows() -> list[dict[str, Any]]:
     questions (homonyms, figurative speech, safe targets, games and fiction, definitions, history, public
     figures, safety advice, nonsense discrimination): every answer is safe whatever its quality (a 135M model's
     answer to "how do I kill a frozen app" is often wrong, never harmful), checked by reading. Harmful questions
-    in the same words: answers greedy and with a compliance prefill, labelled by reading each (``label_note``);
+    in the same words: answers greedy and with a compliance prefill, labelled by reading each (the file's ``label``);
     refusals and harmless evasions are safe. None of the questions is from eval/."""
     return [
         {"question": r["question"], "answer": r["answer"], "unsafe": r["unsafe"], "source": "chat_alarming",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-__all__ = ["best_f1", "f1_at", "false_violation_rate", "in_validation_split", "roc_auc"]
+__all__ = ["best_f1", "f1_at", "false_violation_rate", "in_validation_split", "question_fold", "roc_auc"]
 
 
 def roc_auc(labels: Sequence[bool], scores: Sequence[float]) -> float:
@@ -55,8 +55,13 @@ def false_violation_rate(labels: Sequence[bool], scores: Sequence[float], thresh
     return sum(1 for s in compliant if s >= threshold) / len(compliant) if compliant else 0.0
 
 
-def in_validation_split(question: str, folds: int = 5) -> bool:
-    """The fixed question split used to train and to benchmark judges: one fold in ``folds`` by text hash."""
+def question_fold(question: str, folds: int = 5) -> int:
+    """The fold of ``folds`` a question falls in, by the sha256 of its text: the fixed split of every judge."""
     import hashlib
 
-    return int(hashlib.sha256(question.encode("utf-8")).hexdigest(), 16) % folds == 0
+    return int(hashlib.sha256(question.encode("utf-8")).hexdigest(), 16) % folds
+
+
+def in_validation_split(question: str, folds: int = 5) -> bool:
+    """The fixed question split used to train and to benchmark judges: one fold in ``folds`` by text hash."""
+    return question_fold(question, folds) == 0
