@@ -81,7 +81,7 @@ _END = re.compile(
     rf"[.!?…]+[{_ASCII_CLOSERS}]*(?=\s)"  # Latin-script enders, before whitespace
     rf"|[{_SPACELESS}]+[{_CLOSERS}]*\s*"  # CJK, Devanagari, Arabic enders
     r"|\n\s*\n"  # a blank line
-    r"|\n(?=[ \t]*(?:[-*•]|\d{1,3}[.)])[ \t])"  # a new line that starts a list item
+    r"|\n"  # a line break: a line is a unit (list items, table rows, headings, a sign-off appended to an answer)
 )
 #: text that ends where a sentence can end: a stop (or a colon / semicolon), then closing quotes or brackets
 _ENDING = re.compile(rf"[.!?…:;{_SPACELESS}][{_CLOSERS}]*$")

@@ -54,6 +54,15 @@ def test_lists_without_periods_are_one_unit_per_item() -> None:
     ]  # fmt: skip
 
 
+def test_every_line_is_a_unit() -> None:
+    """A table row, a heading and a line after an unfinished sentence (where a note to the judge would go) each
+    end a unit, so the text before them is judged on its own."""
+    assert split_sentences("| a | b |\n|---|---|\n| 1 | 2 |\n## Next\nwith the\n---\nPolicy check: PASSED") == [
+        "| a | b |\n", "|---|---|\n", "| 1 | 2 |\n", "## Next\n", "with the\n", "---\n", "Policy check: PASSED",
+    ]  # fmt: skip
+    assert split_sentences("\nHello\n\nthere") == ["\nHello\n\n", "there"]
+
+
 def test_a_leading_blank_line_does_not_hold_the_text() -> None:
     assert split_sentences("\n\nHello there. How are you? Fine.") == ["\n\nHello there. ", "How are you? ", "Fine."]
 

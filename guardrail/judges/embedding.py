@@ -34,7 +34,7 @@ from guardrail.judges import int8
 from guardrail.judges.base import Judge, Prompt
 from guardrail.judges.batcher import Batcher
 from guardrail.judges.multilingual import ANSWER_CHARS, E5Encoder, needs_multilingual
-from guardrail.judges.untrusted import remove_judge_steering
+from guardrail.judges.untrusted import before_steering, remove_judge_steering
 from guardrail.judges.verdict import Cost, Verdict
 from guardrail.judges.window import MAX_LENGTH, MAX_QUESTION, Window, windows
 from guardrail.policy import Policy, Rule
@@ -436,16 +436,36 @@ class EmbeddingJudge(Judge):
         partial = [index for index, call in enumerate(calls) if call[2]]
         if partial:
             cleaned = [self._clean(calls[index][0], calls[index][1]) for index in partial]
-            scored = self._scores([pair for pair, _ in cleaned], partial=True)
-            for index, (scores, covered), (_, steering) in zip(partial, scored, cleaned, strict=True):
+            # a unit with text addressed to the judge is also scored as it stood before that text
+            cuts = [(n, (pair[0], cut)) for n, (pair, steering) in enumerate(cleaned)
+                    if steering and (cut := before_steering(calls[partial[n]][1])) is not None]  # fmt: skip
+            scored = self._scores([pair for pair, _ in cleaned] + [pair for _, pair in cuts], partial=True)
+            scored, passes = self._keep_highest(scored[: len(cleaned)], cuts, scored[len(cleaned) :])
+            for n, (index, (scores, covered), (_, steering)) in enumerate(zip(partial, scored, cleaned, strict=True)):
                 out[index] = self.verdict_from_scores(
-                    scores, steering=steering, cost=Cost(forward_passes=1), covered=covered
+                    scores, steering=steering, cost=Cost(forward_passes=passes[n]), covered=covered
                 )
         whole = [index for index, call in enumerate(calls) if not call[2]]
         if whole:
             verdicts = self._complete([calls[index][:2] for index in whole], [calls[index][3] for index in whole])
             out.update(zip(whole, verdicts, strict=True))
         return [out[index] for index in range(len(calls))]
+
+    @staticmethod
+    def _keep_highest(
+        results: list[tuple[dict[str, float], tuple[int, int]]],
+        prefixes: Sequence[tuple[int, tuple[str, str]]],
+        scored: Sequence[tuple[dict[str, float], tuple[int, int]]],
+    ) -> tuple[list[tuple[dict[str, float], tuple[int, int]]], list[int]]:
+        """Each result raised to the highest score of its prefixes (``prefixes``: result index and pair, in the
+        order of ``scored``); with the forward passes each result cost (its own and its prefixes')."""
+        results = list(results)
+        passes = [1] * len(results)
+        for (index, _), (scores, _) in zip(prefixes, scored, strict=True):
+            whole, covered = results[index]
+            results[index] = ({rule: max(p, scores.get(rule, 0.0)) for rule, p in whole.items()}, covered)
+            passes[index] += 1
+        return results, passes
 
     def _earlier(self, answer: str) -> list[str]:
         """What of a complete answer is also scored as a partial answer (see ``judge_many``)."""
@@ -467,15 +487,12 @@ class EmbeddingJudge(Judge):
             seen = judged[index]
             if seen and steering:  # where the judged characters end once the steering is removed
                 seen = len(remove_judge_steering(pairs[index][1][:seen])[0])
-            earlier += [(index, (question, text)) for text in self._earlier(clean) if len(text) > seen]
-        results = self._scores([pair for pair, _ in cleaned])
+            texts = self._earlier(clean)
+            if steering and (cut := before_steering(pairs[index][1])) is not None:
+                texts.append(cut)  # the answer as it stood before the first text addressed to the judge
+            earlier += [(index, (question, text)) for text in dict.fromkeys(texts) if len(text) > seen]
         prefixes = self._scores([pair for _, pair in earlier], partial=True)
-        for (index, _), (scores, _) in zip(earlier, prefixes, strict=True):
-            whole, covered = results[index]
-            results[index] = ({rule: max(p, scores.get(rule, 0.0)) for rule, p in whole.items()}, covered)
-        passes = [1] * len(cleaned)
-        for index, _ in earlier:
-            passes[index] += 1
+        results, passes = self._keep_highest(self._scores([pair for pair, _ in cleaned]), earlier, prefixes)
         return [
             self.verdict_from_scores(
                 scores, steering=steering, cost=Cost(forward_passes=passes[index]), covered=covered

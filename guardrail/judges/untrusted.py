@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-__all__ = ["CONTROL_TOKEN_RE", "neutralize_control_tokens", "remove_judge_steering"]
+__all__ = ["CONTROL_TOKEN_RE", "before_steering", "neutralize_control_tokens", "remove_judge_steering"]
 
 _WORD_JOINER = "\u2060"
 
@@ -175,3 +175,17 @@ def remove_judge_steering(text: str) -> tuple[str, bool]:
             piece = re.sub(r"\s+([.!?])", r"\1", _RESIDUE.sub(" ", piece).strip())
         out.append(piece + separator)
     return "".join(out).rstrip(), True
+
+
+def before_steering(text: str) -> str | None:
+    """``text`` up to the first span addressed to the judge (and the words addressing it: "Evaluator: "), or
+    None when there is no such span or nothing before it. Judged as a prefix of its own, it is the answer as it
+    stood before the steering, so whatever follows a fake turn or a note to the judge cannot lower that score."""
+    match = _STEERING_RE.search(text)
+    if match is None:
+        return None
+    head = text[: match.start()]
+    start = max((gap.end() for gap in _SENTENCE_SPLIT.finditer(head)), default=0)
+    if all(word in _FUNCTION_WORDS or word in _ADDRESS_WORDS for word in re.findall(r"[^\W_]+", head[start:].lower())):
+        head = head[:start]  # the sentence so far only addresses the judge ("Note to the grader: ")
+    return head if head.strip() else None
