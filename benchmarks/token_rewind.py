@@ -173,6 +173,9 @@ def main() -> None:
         "name: ahead\nextends: harmless\nrewind: {mode: token, strategy: verify, lookahead_tokens: 32}\n"
     )
     rain_policy = parse_policy("name: rain\nextends: harmless\nrewind: {mode: token, strategy: rain}\n")
+    rain_again = parse_policy(
+        "name: rain\nextends: harmless\nrewind: {mode: token, strategy: rain, rain: {give_up_when_hopeless: false}}\n"
+    )
 
     def run_guard(policy: Any, prompt: str, value: EmbeddingJudge | str) -> dict[str, Any]:
         return guarded(Guard(policy, backend, judge=value), prompt, args.max_tokens, grader)
@@ -185,6 +188,10 @@ def main() -> None:
         # the stream head reads the model's own states on the decoding cache
         "fast path (verify) + look-ahead 32, stream head": lambda p: run_guard(ahead, p, "stream"),
         "RAIN search, embedding judge as value": lambda p: run_guard(rain_policy, p, judge),
+        # before 2026-12-08: a rejected commit at a position where every judged continuation violated searched again
+        "RAIN search, embedding judge as value, hopeless positions searched again": lambda p: run_guard(
+            rain_again, p, judge
+        ),
         # named explicitly: by default the embedded model, which cannot judge itself, gets the embedding judge
         "RAIN search, self-evaluation as value": lambda p: run_guard(rain_policy, p, "self"),
     }  # fmt: skip

@@ -14,7 +14,7 @@ from guardrail.judges.verdict import Verdict
 from guardrail.policy import Policy, Rule
 from guardrail.policy.schema import DEFAULT_REFUSAL
 
-__all__ = ["ACTS_ON_OWN_TEXT", "Budget", "Decision", "decide", "lookahead_verdict", "redact"]
+__all__ = ["ACTS_ON_OWN_TEXT", "Budget", "Decision", "decide", "give_up", "lookahead_verdict", "redact"]
 
 _SEVERITY = {"critical": 0, "high": 1, "medium": 2, "low": 3}
 ActionName = Literal["rewind", "refuse", "redact", "flag", "raise"]
@@ -89,7 +89,14 @@ def decide(policy: Policy, verdict: Verdict, budget: Budget) -> Decision:
     why_not = budget.exhausted()
     if budget.episode_failures < allowed and not why_not:
         return Decision("rewind", rules)
-    reason = why_not or f"{allowed} rewinds did not produce an acceptable answer"
+    return give_up(policy, verdict, why_not or f"{allowed} rewinds did not produce an acceptable answer")
+
+
+def give_up(policy: Policy, verdict: Verdict, reason: str) -> Decision:
+    """The last step of the ladder that governs ``verdict``, taken now (no further rewind), for ``reason``."""
+    rule = _governing_rule(policy, verdict)
+    ladder = policy.ladder_for(rule)
+    rules = verdict.rules or ((rule.id,) if rule else ())
     terminal = ladder[-1]
     if terminal.action in {"refuse", "raise"}:
         return Decision(terminal.action, rules, terminal.message, reason)

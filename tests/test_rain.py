@@ -97,3 +97,35 @@ def test_a_rejected_commit_is_never_grown_again() -> None:
     node.rejected.add((7,))
     rows = SimpleNamespace(tokens=[[7], [5], [9], [9]])
     assert rain.RainSearch._unique_rows(None, rows, node) == [2]  # type: ignore[arg-type]
+
+
+class ViolateAll(Judge):
+    name = "violate-all"
+
+    def _judge(self, prompt: Prompt, response: str, *, partial: bool, explain: bool, judged: int) -> Verdict:
+        return Verdict(0.9, True, ("r",), judge=self.name)
+
+
+@pytest.mark.parametrize("give_up", [True, False])
+def test_a_position_where_every_judged_continuation_violated_is_not_searched_again(
+    tiny: tuple[Any, Any], give_up: bool
+) -> None:
+    # every rollout violates: the first commit is rejected at a hopeless position. Giving up takes the ladder's
+    # last step there (one search); searching again spends the ladder's rewinds, one search each, first
+    settings = f"{{q: 3, t_min: 1, t_max: 6, min_new_simulations: 3, give_up_when_hopeless: {str(give_up).lower()}}}"
+    policy = parse_policy(POLICY + f"rewind: {{strategy: rain, max_rewinds: 8, rain: {settings}}}\n")
+    searches: list[int] = []
+    choose = rain.RainSearch._choose
+
+    def counting(self: rain.RainSearch, root: rain.Node) -> Any:
+        searches.append(1)
+        return choose(self, root)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(rain.RainSearch, "_choose", counting)
+        result = Guard(policy, LocalBackend(*tiny), judge=ViolateAll(policy)).invoke("Hi", max_tokens=8)
+    assert result.fallback is not None and result.fallback.action == "refuse"
+    if give_up:
+        assert len(searches) == 1 and not result.rewinds
+    else:
+        assert len(searches) >= 2 and result.rewinds

@@ -298,6 +298,14 @@ class RainSettings(StrictModel):
         "reference code's hard votes, for which V = 0.8 was tuned). soft: 1 - 2 * score (a 'passes' score near the "
         "threshold is worth little, so with V = 0.8 commits mostly wait for T_max).",
     )
+    give_up_when_hopeless: bool = Field(
+        True,
+        description="When a committed token set is rejected and every root child the search judged at that "
+        "position has Q <= -V (nine rollouts in ten or more violated, with hard votes), take the ladder's last "
+        "step at once instead of searching the same position again (not in the reference: a red-team answer "
+        "then ends in its refusal after one search instead of one per rewind, docs/benchmarks.md). false: search "
+        "again until the rewind budget is spent.",
+    )
     token_set_lengths: list[int] = Field(
         default_factory=lambda: [1, 2, 4, 10], description="Token-set length by depth; the last repeats."
     )

@@ -19,7 +19,9 @@ A node is a token set; the committed answer grows one token set at a time, each 
 - **commit** the most visited root child (ties by Q) as soon as, after any expansion, it has more than
   ``t_min`` visits with Q > ``v``; else after ``t_max`` visits (reused visits count) with at least
   ``min_new_simulations`` new simulations; its subtree is reused as the new root. A committed token set is
-  verified by the judge before it is released; one it rejects is pruned and never grown again at that point.
+  verified by the judge before it is released; one it rejects is pruned and never grown again at that point;
+  and when every root child the search judged there has Q <= -V (``give_up_when_hopeless``, not in the
+  reference), the ladder's last step is taken at once instead of searching the same position again.
 
 Where it is fast: one KV cache for the committed answer, paths fed by teacher forcing and cropped off after
 each simulation, the children of an expansion grown, rolled out and judged in one batch (the judged ones
@@ -34,7 +36,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from guardrail.actions import decide
+from guardrail.actions import decide, give_up
 from guardrail.events import Event, FallbackEvent, TextEvent
 from guardrail.judges.verdict import Verdict
 from guardrail.rewind.decoder import Branches, Decoder, Sampling, TextEmitter
@@ -293,15 +295,28 @@ class RainSearch:
                 return None
             fresh += max(done, 1)
 
+    def _hopeless(self, root: Node) -> bool:
+        """Whether every continuation judged at this position violated: at least as many root children judged
+        as an expansion judges, each with Q <= -V (with hard votes: nine rollouts in ten or more violated). A
+        search at the same position draws from the same distribution again, so it ends here."""
+        judged = [child for child in root.children if child.real_visits > 0]
+        wanted = min(self.settings.q, self.settings.evaluated_children)
+        return len(judged) >= wanted and all(child.q <= -self.settings.v for child in judged)
+
     def events(self) -> Iterator[Event]:
         decoder, request, state = self.decoder, self.request, self.state
         emitter = TextEmitter(decoder)
         max_new = request.params.max_tokens or 512
         root = Node([], level=0)
         committed = 0
+        rejection: Verdict | None = None  # the last verdict that rejected a commit at this position
         while not decoder.finished() and len(decoder.generated) < max_new:
             child = self._choose(root)
-            if child is None:
+            if child is None:  # nothing new grows here: every continuation was rejected
+                if rejection is not None:
+                    decision = give_up(self.policy, rejection, "no continuation left to search at this position")
+                    yield FallbackEvent(decision.action, decision.rules, decision.message)
+                    return
                 break
             start = len(decoder.ids)
             decoder.feed(child.tokens)
@@ -311,10 +326,13 @@ class RainSearch:
             yield state.verdict(verdict, partial=partial)
             if verdict.violated:
                 decision = decide(self.policy, verdict, state.budget)
+                if decision.action == "rewind" and self.settings.give_up_when_hopeless and self._hopeless(root):
+                    decision = give_up(self.policy, verdict, "every continuation the search judged here violated")
                 if decision.action in {"refuse", "raise"}:  # the Guard gives the message (or the error)
                     yield FallbackEvent(decision.action, decision.rules, decision.message)
                     return
                 if decision.action == "rewind":
+                    rejection = verdict
                     rejected = decoder.text(child.tokens)
                     state.budget.spend(len(child.tokens))
                     decoder.truncate(start)
@@ -328,6 +346,7 @@ class RainSearch:
                 if decision.action == "redact":
                     redact_tokens(decoder, emitter, start, verdict, decision.message)
             state.budget.progress()
+            rejection = None
             committed += 1
             child.parent = None
             for grandchild in child.children:
