@@ -302,8 +302,8 @@ class RainSettings(StrictModel):
         True,
         description="When a committed token set is rejected and every root child the search judged at that "
         "position has Q <= -V (nine rollouts in ten or more violated, with hard votes), take the ladder's last "
-        "step at once instead of searching the same position again (not in the reference: a red-team answer "
-        "then ends in its refusal after one search instead of one per rewind, docs/benchmarks.md). false: search "
+        "step at once instead of searching the same position again (not in the reference; measured on red-team "
+        "prompts it seldom fires, whose votes split rather than all violate: docs/benchmarks.md). false: search "
         "again until the rewind budget is spent.",
     )
     token_set_lengths: list[int] = Field(
