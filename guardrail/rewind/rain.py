@@ -315,8 +315,10 @@ class RainSearch:
             if child is None:  # nothing new grows here: every continuation was rejected
                 if rejection is not None:
                     decision = give_up(self.policy, rejection, "no continuation left to search at this position")
-                    yield FallbackEvent(decision.action, decision.rules, decision.message)
-                    return
+                    if decision.action != "rewind":  # give_up never rewinds (this narrows the type)
+                        yield FallbackEvent(decision.action, decision.rules, decision.message)
+                    if decision.action in {"refuse", "raise"}:
+                        return  # the Guard gives the message (or the error); else the verified text stands
                 break
             start = len(decoder.ids)
             decoder.feed(child.tokens)
