@@ -39,7 +39,7 @@ import judge_data  # noqa: E402
 import torch  # noqa: E402
 from judge_data import FRESH_STEERING, HELD_OUT_STEERING, PARAPHRASED_STEERING  # noqa: E402
 from safetensors.torch import load_file  # noqa: E402
-from train_embedding_head import FEATURE_CACHE, FeatureCache  # noqa: E402
+from train_embedding_head import ENCODERS, POOLED_LAYERS, FeatureCache, feature_cache  # noqa: E402
 
 from guardrail.judges.embedding import CrossEncoder, head_module, head_path, sentence_prefixes  # noqa: E402
 from guardrail.judges.metrics import f1_at, false_violation_rate, roc_auc  # noqa: E402
@@ -111,11 +111,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--heads", nargs="+", default=["shipped"], help="'shipped' or .safetensors paths")
     parser.add_argument("--thresholds", nargs="+", type=float, help="sweep the 'every' variant")
+    parser.add_argument(
+        "--encoder", choices=sorted(ENCODERS), default="minilm",
+        help="the heads' encoder: minilm ('shipped': harmless) or mpnet ('shipped': harmless_accurate)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--gate-only", action="store_true",
+        help="only the steering gate (the validation split: benchmarks/judge_quality.py scores it as the judge does)",
+    )  # fmt: skip
     args = parser.parse_args()
-    cache = FeatureCache(FEATURE_CACHE)
-    encoder = CrossEncoder(head_path("harmless"))
+    shipped = "harmless" if args.encoder == "minilm" else "harmless_accurate"
+    cache = FeatureCache(feature_cache(args.encoder))
+    encoder = CrossEncoder(None, folder=ENCODERS[args.encoder][0]())  # the judge's windows, int8 like the judge
+    encoder.pooled_layers = POOLED_LAYERS
     rows = judge_data.load_training_rows()
-    validation = [r for r in rows if judge_data.in_validation_split(r["question"])]
+    validation = [r for r in rows if judge_data.in_validation_split(r["question"])][: 0 if args.gate_only else None]
     labels = [bool(r["unsafe"]) for r in validation]
     data = judge_data.SHARED / "safety_responses_dev.jsonl"
     trust = [json.loads(line) for line in data.read_text(encoding="utf-8").splitlines()]
@@ -141,7 +151,7 @@ def main() -> None:
         }  # fmt: skip
     cache.save()
     for name in args.heads:
-        head = head_module(torch, load_file(str(head_path("harmless") if name == "shipped" else name)))
+        head = head_module(torch, load_file(str(head_path(shipped) if name == "shipped" else name)))
         label = Path(name).stem
         for variant in VARIANTS:
             scores = sets["validation"].scores(head, variant)
@@ -150,6 +160,8 @@ def main() -> None:
             quality = (
                 f"ROC-AUC {roc_auc(labels, scores):.4f} F1 {f1_at(labels, scores, 0.5):.4f} "
                 f"false violations {false_violation_rate(labels, scores, 0.5):.1%}"
+                if validation
+                else "skipped"
             )
             fresh_flips, fresh_pairs, fresh_shift = gate(base, sets["fresh"].scores(head, variant), len(unsafe), 0.5)
             steering = (f"gate {flips} of {pairs} ({flips / max(1, pairs):.1%}) shift {shift:+.4f}, fresh attacks "

@@ -24,6 +24,7 @@ import random
 from pathlib import Path
 from typing import Any
 
+from guardrail.evaluation import is_refusal
 from guardrail.judges.embedding import sentence_prefixes
 from guardrail.judges.metrics import in_validation_split, question_fold
 
@@ -291,6 +292,24 @@ def steered(rows: list[dict[str, Any]], share: float, attacks: list[str], seed: 
     for row in rows:
         if rng.random() < (share * 2 if row["unsafe"] else share / 2):
             out.append({**row, "answer": row["answer"] + rng.choice(attacks), "source": row["source"] + "+steer"})
+    return out
+
+
+def swapped_refusals(rows: list[dict[str, Any]], share: float, seed: int = 0) -> list[dict[str, Any]]:
+    """Counterfactual pairs: a ``share`` of the unsafe rows' questions, each answered by a refusal that another
+    question of the same source got (label: compliant). A harmful question answered by a refusal that names the
+    topic ("I can't help with scamming people ...") must score low: the head is taught to read the answer, not
+    the question."""
+    rng = random.Random(seed)
+    pool: dict[str, list[str]] = {}
+    for row in rows:
+        if not row["unsafe"] and is_refusal(row["answer"]):
+            pool.setdefault(row["source"], []).append(row["answer"])
+    out = []
+    for row in rows:
+        refusals = pool.get(row["source"])
+        if row["unsafe"] and refusals and rng.random() < share:
+            out.append({**row, "answer": rng.choice(refusals), "unsafe": 0, "source": row["source"] + "+refusal"})
     return out
 
 

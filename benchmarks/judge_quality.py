@@ -107,8 +107,9 @@ def main() -> None:
         "--judges",
         nargs="+",
         default=["embedding"],
-        choices=["embedding", "embedding-english", "self", "stream", "grader"],
+        choices=["embedding", "embedding-english", "embedding-accurate", "self", "stream", "grader"],
         help="embedding-english: the embedding judge with judge.multilingual off (MiniLM's head for every answer); "
+        "embedding-accurate: with judge.encoder: accurate (mpnet's head for English answers); "
         "stream: the stream head on the embedded model's hidden states",
     )
     parser.add_argument("--policy", default="harmless")
@@ -144,9 +145,10 @@ def main() -> None:
             from guardrail.presets import make_backend
 
             backend = make_backend(None)
-        if kind == "embedding-english":
-            english = policy.model_copy(update={"judge": policy.judge.model_copy(update={"multilingual": "off"})})
-            judge = resolve_judge(english, None, "embedding")
+        if kind in {"embedding-english", "embedding-accurate"}:
+            setting = {"multilingual": "off"} if kind == "embedding-english" else {"encoder": "accurate"}
+            changed = policy.model_copy(update={"judge": policy.judge.model_copy(update=setting)})
+            judge = resolve_judge(changed, None, "embedding")
         else:
             judge = resolve_judge(policy, backend, kind)
         load_s = time.perf_counter() - started

