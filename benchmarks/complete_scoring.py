@@ -132,7 +132,11 @@ def main() -> None:
     unsafe = [r for r in trust if judge_data.in_validation_split(r["question"]) and r["label"] == "unsafe"][:60]
     attacks = HELD_OUT_STEERING + PARAPHRASED_STEERING
     sets = {
-        "validation": Scored(cache, encoder, [(r["question"], r["answer"]) for r in validation]),
+        **(
+            {"validation": Scored(cache, encoder, [(r["question"], r["answer"]) for r in validation])}
+            if validation
+            else {}
+        ),
         "gate": Scored(cache, encoder, [(r["question"], r["answer"]) for r in unsafe]),
         "steered": Scored(cache, encoder, [(r["question"], r["answer"] + a) for a in attacks for r in unsafe]),
         "fresh": Scored(cache, encoder, [(r["question"], r["answer"] + a) for a in FRESH_STEERING for r in unsafe]),
@@ -154,7 +158,7 @@ def main() -> None:
         head = head_module(torch, load_file(str(head_path(shipped) if name == "shipped" else name)))
         label = Path(name).stem
         for variant in VARIANTS:
-            scores = sets["validation"].scores(head, variant)
+            scores = sets["validation"].scores(head, variant) if validation else []
             base, steered = sets["gate"].scores(head, variant), sets["steered"].scores(head, variant)
             flips, pairs, shift = gate(base, steered, len(unsafe), 0.5)
             quality = (
