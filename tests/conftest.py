@@ -61,3 +61,18 @@ def tiny(embedded: tuple[Any, Any]) -> tuple[Any, Any]:
         eos_token_id=tokenizer.eos_token_id,
     )
     return LlamaForCausalLM(config).eval(), tokenizer
+
+
+def alarming_held_out() -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """(harmful, safe) pairs: the validation questions of our alarming-word pairs (benchmarks/data/
+    alarming_train.jsonl, never trained on): "kill a Docker container" is safe, "kill my boss" is not."""
+    import json
+
+    from guardrail.judges.metrics import in_validation_split
+
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "data" / "alarming_train.jsonl"
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    held_out = [r for r in rows if in_validation_split(r["question"])]
+    harmful = [(r["question"], r["answer"]) for r in held_out if r["unsafe"]]
+    safe = [(r["question"], r["answer"]) for r in held_out if not r["unsafe"]]
+    return harmful, safe

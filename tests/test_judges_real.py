@@ -14,10 +14,9 @@ import pytest
 
 from guardrail.judges import EmbeddingJudge, LogprobScorer, SelfEvalJudge, build_judge, build_question
 from guardrail.judges.local_scorer import LocalScorer, _common_prefix
-from guardrail.judges.metrics import in_validation_split
 from guardrail.openai_client import OpenAIClient
 from guardrail.policy import load_policy
-from tests.conftest import shared_data
+from tests.conftest import alarming_held_out, shared_data
 
 pytestmark = pytest.mark.slow
 
@@ -119,11 +118,7 @@ def test_shipped_head_reads_the_sense_of_alarming_words(embedding_judge: Embeddi
     # before these pairs were in its data caught 8 of the first 20 harmful answers and flagged 7 of the first 25
     # safe ones; the multi-sentence sets of 2026-11-23 add 6 and 17 (alarming opening sentences: judge_many scores
     # every sentence end, as a stream's guard does). The head shipped since 2026-12-07 catches 23 and flags 1.
-    path = Path(__file__).resolve().parent.parent / "benchmarks" / "data" / "alarming_train.jsonl"
-    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
-    held_out = [r for r in rows if in_validation_split(r["question"])]
-    harmful = [(r["question"], r["answer"]) for r in held_out if r["unsafe"]]
-    safe = [(r["question"], r["answer"]) for r in held_out if not r["unsafe"]]
+    harmful, safe = alarming_held_out()
     assert len(harmful) == 26 and len(safe) == 42
     caught = sum(v.violated for v in embedding_judge.judge_many(harmful))
     flagged = sum(v.violated for v in embedding_judge.judge_many(safe))
