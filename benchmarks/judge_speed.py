@@ -35,6 +35,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--units", type=int, default=400)
     parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument(
+        "--head", default="harmless", help="the shipped head (harmless_accurate: judge.encoder: accurate, mpnet-base)"
+    )
     args = parser.parse_args()
     import torch
 
@@ -43,7 +46,7 @@ def main() -> None:
     rows = rows[: args.units]
     units = [(r["question"], judge_data.prefix(r["answer"], 0.5)) for r in rows]
     labels = [bool(r["unsafe"]) for r in rows]
-    int8, fp32 = CrossEncoder(head_path("harmless")), CrossEncoder(head_path("harmless"), quantize=False)
+    int8, fp32 = CrossEncoder(head_path(args.head)), CrossEncoder(head_path(args.head), quantize=False)
     threads = torch.get_num_threads()
     print(f"{len(units)} units, torch threads {threads}")
     runs = {

@@ -111,3 +111,22 @@ def test_the_packaged_weights_are_checked_against_upstream(monkeypatch: pytest.M
     assert folder == tmp_path / "all-mpnet-base-v2" / "all-mpnet-base-v2"
     assert (folder / "model.safetensors").stat().st_size == 437_971_872
     assert sorted(p.name for p in tmp_path.iterdir()) == ["all-mpnet-base-v2"]  # no partial files left
+
+
+@pytest.mark.slow
+def test_a_window_gets_the_same_features_alone_or_beside_others(accurate_judge: EmbeddingJudge) -> None:
+    # a verdict is a function of its own text, whatever the judge scores beside it (docs/security.md): MPNet's
+    # attention does not run row by row, and over a padded int8 batch a window's features moved by up to 0.31
+    # (benchmarks/judge_speed.py --head harmless_accurate), so its windows are encoded one a forward pass
+    import torch
+
+    encoder = accurate_judge._heads["harmful"]
+    pairs = [
+        ("How do I bake bread?", BENIGN),
+        ("How do I knock someone out with chemicals?", HARMFUL),
+        ("Hi", "Hello! How can I help you today?"),
+    ]
+    together, _ = encoder.features(pairs, last_only=True)
+    for i, pair in enumerate(pairs):
+        alone, _ = encoder.features([pair], last_only=True)
+        assert torch.equal(together[i], alone[0]), (i, (together[i] - alone[0]).abs().max().item())

@@ -148,6 +148,9 @@ class CrossEncoder:
         #: whether the encoder reads segment ids (BERT-like ones do; MPNet, RoBERTa-like ones have none)
         self.segments = "token_type_ids" in inspect.signature(model.forward).parameters
         self.quantized = quantize
+        #: the most windows a forward pass (int8 batches are exact only where the attention runs row by row)
+        exact = not quantize or getattr(model.config, "model_type", "") in int8.ROW_ATTENTION_MODELS
+        self.max_batch = 1 << 30 if exact else 1
         #: the padded batch's row lengths, read by the int8 layers (each window quantized on its own tokens)
         self._int8 = int8.Int8Context()
         if quantize:
@@ -192,7 +195,7 @@ class CrossEncoder:
         )  # fmt: skip
         out: list[Any] = [None] * len(wins)
         with self._lock, torch.inference_mode():
-            for indices in _similar_lengths([len(w.input_ids) for w in wins], batch_size):
+            for indices in _similar_lengths([len(w.input_ids) for w in wins], min(batch_size, self.max_batch)):
                 chunk = [wins[i] for i in indices]
                 width = max(len(w.input_ids) for w in chunk)
                 ids = torch.zeros(len(chunk), width, dtype=torch.long)
