@@ -39,9 +39,17 @@ import judge_data  # noqa: E402
 import torch  # noqa: E402
 from judge_data import FRESH_STEERING, HELD_OUT_STEERING, PARAPHRASED_STEERING  # noqa: E402
 from safetensors.torch import load_file  # noqa: E402
-from train_embedding_head import ENCODERS, POOLED_LAYERS, FeatureCache, feature_cache  # noqa: E402
+from train_embedding_head import POOLED_LAYERS, FeatureCache, feature_cache  # noqa: E402
 
-from guardrail.judges.embedding import CrossEncoder, head_module, head_path, sentence_prefixes  # noqa: E402
+from guardrail.judges.embedding import (  # noqa: E402
+    ACCURATE_HEADS,
+    BUILTIN_HEADS,
+    ENCODERS,
+    CrossEncoder,
+    head_module,
+    head_path,
+    sentence_prefixes,
+)
 from guardrail.judges.metrics import f1_at, false_violation_rate, roc_auc  # noqa: E402
 from guardrail.judges.untrusted import before_steering, remove_judge_steering  # noqa: E402
 
@@ -120,9 +128,9 @@ def main() -> None:
         help="only the steering gate (the validation split: benchmarks/judge_quality.py scores it as the judge does)",
     )  # fmt: skip
     args = parser.parse_args()
-    shipped = "harmless" if args.encoder == "minilm" else "harmless_accurate"
+    shipped = (BUILTIN_HEADS if args.encoder == "minilm" else ACCURATE_HEADS)["harmful"]
     cache = FeatureCache(feature_cache(args.encoder))
-    encoder = CrossEncoder(None, folder=ENCODERS[args.encoder][0]())  # the judge's windows, int8 like the judge
+    encoder = CrossEncoder(None, folder=ENCODERS[args.encoder]())  # the judge's windows, int8 like the judge
     encoder.pooled_layers = POOLED_LAYERS
     rows = judge_data.load_training_rows()
     validation = [r for r in rows if judge_data.in_validation_split(r["question"])][: 0 if args.gate_only else None]

